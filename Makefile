@@ -1,0 +1,40 @@
+# lambda-memory-profiler — build, test, demo.
+# `make test` installs everything it needs (project venv, pinned tools) on a fresh machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+VPY := $(VENV)/bin/python
+export CARGO_TERM_COLOR := never
+
+.PHONY: all build test lint rust-test py-test venv clean
+
+all: build
+
+build:
+	cargo build --release --workspace
+
+$(VENV)/.stamp: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VPY) -m ruff check layer tests bench examples scripts
+	$(VPY) -m ruff format --check layer tests bench examples scripts
+
+rust-test: venv
+	LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test --workspace
+
+py-test: venv
+	$(VPY) -m pytest -q tests/python
+
+test: lint rust-test py-test
+
+clean:
+	cargo clean
+	rm -rf $(VENV) build
