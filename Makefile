@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 # Python folders that exist in this checkout (ruff fails on a missing path).
 PY_DIRS := $(wildcard layer tests bench examples scripts)
 
-.PHONY: all build test lint rust-test py-test venv clean
+.PHONY: all build test lint rust-test py-test venv localstack clean
 
 all: build
 
@@ -23,14 +23,18 @@ $(VENV)/.stamp: requirements-dev.txt
 
 venv: $(VENV)/.stamp
 
+# LocalStack (local CloudWatch) in its own venv: it needs Python >= 3.13.
+localstack:
+	scripts/localstack.sh install
+
 lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VPY) -m ruff check $(PY_DIRS)
 	$(VPY) -m ruff format --check $(PY_DIRS)
 
-rust-test: venv
-	LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test --workspace
+rust-test: venv localstack
+	LMP_TEST_PYTHON=$(abspath $(VPY)) LMP_LOCALSTACK=$(abspath scripts/localstack.sh) cargo test --workspace
 
 py-test: venv
 	$(VPY) -m pytest -q tests/python
@@ -39,4 +43,4 @@ test: lint rust-test py-test
 
 clean:
 	cargo clean
-	rm -rf $(VENV) build
+	rm -rf $(VENV) .venv-localstack build
