@@ -1,0 +1,85 @@
+//! Configuration of one emulated execution environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to run one Lambda execution environment locally.
+///
+/// `EmulatorConfig::default()` gives a 128 MB, 3 s function named `local-function` with handler
+/// `lambda_function.handler` in the current directory, run by `python3 -m awslambdaric`.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Every executable file in this directory is started as an external extension (like
+    /// `/opt/extensions`), in file-name order.
+    pub extensions_dir: Option<PathBuf>,
+    /// The function's code (`LAMBDA_TASK_ROOT`): the runtime's working directory, last on `PYTHONPATH`.
+    pub function_dir: PathBuf,
+    /// The handler, `module.function` for Python.
+    pub handler: String,
+    /// Unpacked layers (each like `/opt`): executables in `<layer>/extensions/` are started as
+    /// extensions, `<layer>/python/` is put on the runtime's `PYTHONPATH` (before the function dir).
+    pub layer_dirs: Vec<PathBuf>,
+    /// The runtime command. `None` runs `[python, "-m", "awslambdaric", handler]`.
+    pub runtime_command: Option<Vec<String>>,
+    /// The Python interpreter used for the default runtime command (it needs `awslambdaric`).
+    pub python: PathBuf,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; the summed RSS of runtime and extensions may not exceed it.
+    pub memory_mb: u32,
+    /// Function timeout: the whole invoke phase (runtime and extensions) must end within it.
+    pub timeout: Duration,
+    /// `AWS_LAMBDA_FUNCTION_NAME`.
+    pub function_name: String,
+    /// `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: String,
+    /// The function's own environment variables, given to the runtime and to every extension.
+    pub env: Vec<(String, String)>,
+    /// Time from the SHUTDOWN event to SIGKILL (Lambda: 2,000 ms with external extensions).
+    pub shutdown_timeout: Duration,
+    /// Budget for the whole init phase (extensions, runtime and function init). Lambda: 10 s.
+    pub init_timeout: Duration,
+    /// Address to serve the APIs on. Port 0 picks a free port.
+    pub listen: std::net::SocketAddr,
+    /// Echo every line the runtime and extensions print to this process's stderr, prefixed with
+    /// the source (`[runtime]`, `[ext-name]`). Lines are always kept for [`crate::Emulator::output_lines`].
+    pub echo_output: bool,
+    /// Interval of the `/proc` RSS sampling.
+    pub sample_interval: Duration,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            extensions_dir: None,
+            function_dir: PathBuf::from("."),
+            handler: "lambda_function.handler".to_string(),
+            layer_dirs: Vec::new(),
+            runtime_command: None,
+            python: PathBuf::from("python3"),
+            memory_mb: 128,
+            timeout: Duration::from_secs(3),
+            function_name: "local-function".to_string(),
+            region: "us-east-1".to_string(),
+            env: Vec::new(),
+            shutdown_timeout: Duration::from_millis(2000),
+            init_timeout: Duration::from_secs(10),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            echo_output: false,
+            sample_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// The runtime command line: the configured one, or `python -m awslambdaric <handler>`.
+    pub fn runtime_argv(&self) -> Vec<String> {
+        match &self.runtime_command {
+            Some(cmd) => cmd.clone(),
+            None => vec![
+                self.python.to_string_lossy().into_owned(),
+                "-m".to_string(),
+                "awslambdaric".to_string(),
+                self.handler.clone(),
+            ],
+        }
+    }
+}
