@@ -1,0 +1,322 @@
+//! Every setting of the extension, read once at start from `LMP_*` environment variables.
+//!
+//! A bad value never stops the extension: it is reported as a [`ConfigWarning`] (logged once by the
+//! caller, after logging is set up) and the default is used.
+
+use std::time::Duration;
+
+/// Where metric data go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// CloudWatch `PutMetricData` (batched, gzip, retried).
+    CloudWatch,
+    /// Embedded Metric Format lines on stdout (CloudWatch Logs turns them into metrics).
+    Emf,
+}
+
+/// When buffered metric data are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// At the end of every invocation, before the extension calls `/next`.
+    End,
+    /// In the background every given period (only runs while the environment is not frozen).
+    Periodic(Duration),
+    /// End-of-invoke while invocations are rare, periodic once they are frequent.
+    Adaptive,
+}
+
+/// Which dimensions every datum carries. `FunctionName` always; the rest on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DimensionSet {
+    pub function_version: bool,
+}
+
+/// The whole configuration. Field docs are the user documentation (docs/extension.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `LMP_NAMESPACE`: CloudWatch namespace. Default `LambdaMemoryProfiler`.
+    pub namespace: String,
+    /// `LMP_SINK`: `cloudwatch` (default) or `emf`.
+    pub sink: SinkKind,
+    /// `LMP_FLUSH`: `end`, `periodic:<seconds>` or `adaptive` (default).
+    pub flush: FlushMode,
+    /// `LMP_INTAKE_PORT`: UDP port on 127.0.0.1 for the decorator's records. Default 4243.
+    pub intake_port: u16,
+    /// `LMP_DIMENSIONS`: `FunctionName` (default) or `FunctionName,FunctionVersion`.
+    pub dimensions: DimensionSet,
+    /// `LMP_MAX_PENDING`: invocations held while waiting for their parts. Default 64.
+    pub max_pending: usize,
+    /// `LMP_PENDING_TIMEOUT_MS`: how long an incomplete invocation waits (once two later
+    /// invocations started) before it is published as partial. Default 2000.
+    pub pending_timeout: Duration,
+    /// `LMP_BUFFER_MAX`: metric values held between flushes; beyond it values are dropped and
+    /// counted. Default 10000.
+    pub buffer_max: usize,
+    /// `LMP_TELEMETRY_TIMEOUT_MS`: Telemetry API buffering timeout (25..=30000). Default 50.
+    pub telemetry_timeout_ms: u32,
+    /// `LMP_STORAGE_RESOLUTION`: 60 (default) or 1 (high-resolution metrics, billed higher).
+    pub storage_resolution: u8,
+    /// `LMP_SHUTDOWN_MARGIN_MS`: time kept free before SHUTDOWN's deadline. Default 300.
+    pub shutdown_margin: Duration,
+    /// `LMP_LOG_LEVEL`: `error`, `warn`, `info` (default), `debug`, `trace`.
+    pub log_level: tracing::Level,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: "LambdaMemoryProfiler".to_string(),
+            sink: SinkKind::CloudWatch,
+            flush: FlushMode::Adaptive,
+            intake_port: 4243,
+            dimensions: DimensionSet::default(),
+            max_pending: 64,
+            pending_timeout: Duration::from_millis(2000),
+            buffer_max: 10_000,
+            telemetry_timeout_ms: 50,
+            storage_resolution: 60,
+            shutdown_margin: Duration::from_millis(300),
+            log_level: tracing::Level::INFO,
+        }
+    }
+}
+
+/// A setting that could not be used as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}={:?} ignored ({}); using the default",
+            self.var, self.value, self.reason
+        )
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> (Config, Vec<ConfigWarning>) {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get` (the environment in production, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<ConfigWarning>) {
+        let mut c = Config::default();
+        let mut warnings = Vec::new();
+        let mut apply = |var: &'static str, parse: &mut dyn FnMut(&str) -> Result<(), String>| {
+            if let Some(raw) = get(var) {
+                let v = raw.trim();
+                if v.is_empty() {
+                    return;
+                }
+                if let Err(reason) = parse(v) {
+                    warnings.push(ConfigWarning {
+                        var,
+                        value: raw.clone(),
+                        reason,
+                    });
+                }
+            }
+        };
+
+        apply("LMP_NAMESPACE", &mut |v| {
+            // CloudWatch: 1..=255 chars, no leading colon, ASCII.
+            if v.len() > 255 || v.starts_with(':') || !v.is_ascii() {
+                return Err("must be 1-255 ASCII characters, not starting with ':'".into());
+            }
+            c.namespace = v.to_string();
+            Ok(())
+        });
+        apply("LMP_SINK", &mut |v| {
+            c.sink = match v.to_ascii_lowercase().as_str() {
+                "cloudwatch" => SinkKind::CloudWatch,
+                "emf" => SinkKind::Emf,
+                _ => return Err("expected `cloudwatch` or `emf`".into()),
+            };
+            Ok(())
+        });
+        apply("LMP_FLUSH", &mut |v| {
+            c.flush = parse_flush(v)?;
+            Ok(())
+        });
+        apply("LMP_INTAKE_PORT", &mut |v| {
+            c.intake_port = parse_range(v, 1, 65535)? as u16;
+            Ok(())
+        });
+        apply("LMP_DIMENSIONS", &mut |v| {
+            let mut set = DimensionSet::default();
+            let mut has_name = false;
+            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match part {
+                    "FunctionName" => has_name = true,
+                    "FunctionVersion" => set.function_version = true,
+                    other => return Err(format!("unknown dimension `{other}`")),
+                }
+            }
+            if !has_name {
+                return Err("must include FunctionName".into());
+            }
+            c.dimensions = set;
+            Ok(())
+        });
+        apply("LMP_MAX_PENDING", &mut |v| {
+            c.max_pending = parse_range(v, 1, 10_000)? as usize;
+            Ok(())
+        });
+        apply("LMP_PENDING_TIMEOUT_MS", &mut |v| {
+            c.pending_timeout = Duration::from_millis(parse_range(v, 0, 3_600_000)?);
+            Ok(())
+        });
+        apply("LMP_BUFFER_MAX", &mut |v| {
+            c.buffer_max = parse_range(v, 100, 1_000_000)? as usize;
+            Ok(())
+        });
+        apply("LMP_TELEMETRY_TIMEOUT_MS", &mut |v| {
+            c.telemetry_timeout_ms = parse_range(v, 25, 30_000)? as u32;
+            Ok(())
+        });
+        apply("LMP_STORAGE_RESOLUTION", &mut |v| {
+            c.storage_resolution = match v {
+                "1" => 1,
+                "60" => 60,
+                _ => return Err("expected 1 or 60".into()),
+            };
+            Ok(())
+        });
+        apply("LMP_SHUTDOWN_MARGIN_MS", &mut |v| {
+            c.shutdown_margin = Duration::from_millis(parse_range(v, 0, 1900)?);
+            Ok(())
+        });
+        apply("LMP_LOG_LEVEL", &mut |v| {
+            c.log_level = v
+                .parse::<tracing::Level>()
+                .map_err(|_| "expected error, warn, info, debug or trace".to_string())?;
+            Ok(())
+        });
+        (c, warnings)
+    }
+}
+
+fn parse_range(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 = v
+        .parse()
+        .map_err(|_| format!("not a whole number in {min}..={max}"))?;
+    if n < min || n > max {
+        return Err(format!("out of range {min}..={max}"));
+    }
+    Ok(n)
+}
+
+fn parse_flush(v: &str) -> Result<FlushMode, String> {
+    let lower = v.to_ascii_lowercase();
+    match lower.as_str() {
+        "end" => Ok(FlushMode::End),
+        "adaptive" => Ok(FlushMode::Adaptive),
+        _ => match lower.strip_prefix("periodic:") {
+            Some(secs) => {
+                let s = parse_range(secs, 1, 3600)?;
+                Ok(FlushMode::Periodic(Duration::from_secs(s)))
+            }
+            None => Err("expected `end`, `periodic:<seconds>` or `adaptive`".into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> (Config, Vec<ConfigWarning>) {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn empty_environment_gives_defaults() {
+        let (c, w) = parse(&[]);
+        assert_eq!(c, Config::default());
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let (c, w) = parse(&[
+            ("LMP_NAMESPACE", "Team/Mem"),
+            ("LMP_SINK", "EMF"),
+            ("LMP_FLUSH", "periodic:15"),
+            ("LMP_INTAKE_PORT", "5000"),
+            ("LMP_DIMENSIONS", "FunctionName, FunctionVersion"),
+            ("LMP_MAX_PENDING", "8"),
+            ("LMP_PENDING_TIMEOUT_MS", "500"),
+            ("LMP_BUFFER_MAX", "2000"),
+            ("LMP_TELEMETRY_TIMEOUT_MS", "25"),
+            ("LMP_STORAGE_RESOLUTION", "1"),
+            ("LMP_SHUTDOWN_MARGIN_MS", "150"),
+            ("LMP_LOG_LEVEL", "debug"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.namespace, "Team/Mem");
+        assert_eq!(c.sink, SinkKind::Emf);
+        assert_eq!(c.flush, FlushMode::Periodic(Duration::from_secs(15)));
+        assert_eq!(c.intake_port, 5000);
+        assert!(c.dimensions.function_version);
+        assert_eq!(c.max_pending, 8);
+        assert_eq!(c.pending_timeout, Duration::from_millis(500));
+        assert_eq!(c.buffer_max, 2000);
+        assert_eq!(c.telemetry_timeout_ms, 25);
+        assert_eq!(c.storage_resolution, 1);
+        assert_eq!(c.shutdown_margin, Duration::from_millis(150));
+        assert_eq!(c.log_level, tracing::Level::DEBUG);
+        assert_eq!(parse(&[("LMP_FLUSH", "end")]).0.flush, FlushMode::End);
+    }
+
+    #[test]
+    fn bad_values_warn_with_reason_and_keep_defaults() {
+        let (c, w) = parse(&[
+            ("LMP_SINK", "kafka"),
+            ("LMP_FLUSH", "periodic:0"),
+            ("LMP_INTAKE_PORT", "70000"),
+            ("LMP_DIMENSIONS", "FunctionVersion"),
+            ("LMP_MAX_PENDING", "-3"),
+            ("LMP_TELEMETRY_TIMEOUT_MS", "5"),
+            ("LMP_STORAGE_RESOLUTION", "10"),
+            ("LMP_LOG_LEVEL", "loud"),
+            ("LMP_NAMESPACE", ":bad"),
+        ]);
+        assert_eq!(c, Config::default());
+        let vars: Vec<&str> = w.iter().map(|w| w.var).collect();
+        assert_eq!(vars.len(), 9, "{w:?}");
+        for v in [
+            "LMP_SINK",
+            "LMP_FLUSH",
+            "LMP_INTAKE_PORT",
+            "LMP_DIMENSIONS",
+            "LMP_MAX_PENDING",
+            "LMP_TELEMETRY_TIMEOUT_MS",
+            "LMP_STORAGE_RESOLUTION",
+            "LMP_LOG_LEVEL",
+            "LMP_NAMESPACE",
+        ] {
+            assert!(vars.contains(&v), "no warning for {v}");
+        }
+        let port = w.iter().find(|w| w.var == "LMP_INTAKE_PORT").unwrap();
+        assert!(port.to_string().contains("out of range"), "{port}");
+    }
+
+    #[test]
+    fn blank_values_are_unset() {
+        let (c, w) = parse(&[("LMP_SINK", "  ")]);
+        assert_eq!(c.sink, SinkKind::CloudWatch);
+        assert!(w.is_empty());
+    }
+}

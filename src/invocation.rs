@@ -1,0 +1,475 @@
+//! The join: every source's events for one request id become one [`InvocationProfile`].
+//!
+//! Pure (no I/O, time passed in), so every timing case is unit-tested. `platform.report` for
+//! invocation N arrives only after the extension called `/next` for N, i.e. during N+1 or at
+//! SHUTDOWN; the table holds profiles until their parts arrive, bounded by `max_pending`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::sources::intake::DecoratorRecord;
+use crate::sources::procfs::ProcMemory;
+use crate::sources::telemetry::{Report, RuntimeDone, TelemetryEvent};
+
+/// A typed event from one of the sources, as it enters the join.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceEvent {
+    Telemetry(TelemetryEvent),
+    /// The decorator's invocation record, with the runtime's `/proc` figures read when it arrived.
+    Decorator {
+        record: Box<DecoratorRecord>,
+        proc_mem: Option<ProcMemory>,
+    },
+    /// The decorator announced itself: from now on its record is expected for every invocation.
+    DecoratorHello,
+}
+
+/// Everything known about one invocation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InvocationProfile {
+    pub request_id: String,
+    /// Published without every expected part (timed out, evicted, or cut short by SHUTDOWN).
+    pub partial: bool,
+    /// Epoch milliseconds when the invocation was first seen.
+    pub timestamp_ms: u64,
+    /// The first invocation this extension saw in its environment.
+    pub first_in_environment: bool,
+    pub report: Option<Report>,
+    pub runtime_done: Option<RuntimeDone>,
+    pub decorator: Option<Box<DecoratorRecord>>,
+    /// The runtime process's `/proc` figures when its record arrived.
+    pub runtime_proc: Option<ProcMemory>,
+}
+
+impl InvocationProfile {
+    fn has_data(&self) -> bool {
+        self.report.is_some() || self.decorator.is_some() || self.runtime_done.is_some()
+    }
+}
+
+/// Bounds of the join table.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinConfig {
+    pub max_pending: usize,
+    /// Minimum wait of an incomplete profile; it also needs two later invocations to have started.
+    pub pending_timeout: Duration,
+}
+
+/// Counts of what left the table without being complete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinStats {
+    pub completed: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    /// Entries with no data at all that expired (nothing to publish).
+    pub discarded_empty: u64,
+}
+
+struct Pending {
+    profile: InvocationProfile,
+    created: Instant,
+    created_seq: u64,
+}
+
+/// The join table.
+pub struct Join {
+    cfg: JoinConfig,
+    pending: VecDeque<Pending>,
+    /// Ids already published, so a straggler (a late report) does not publish twice.
+    recent: VecDeque<String>,
+    invoke_seq: u64,
+    telemetry_active: bool,
+    decorator_seen: bool,
+    pub stats: JoinStats,
+}
+
+/// Number of "invocations later" an incomplete profile must wait: its report normally arrives
+/// during the next one.
+const LATER_INVOKES: u64 = 2;
+
+impl Join {
+    pub fn new(cfg: JoinConfig) -> Self {
+        Join {
+            cfg: JoinConfig {
+                max_pending: cfg.max_pending.max(1),
+                ..cfg
+            },
+            pending: VecDeque::new(),
+            recent: VecDeque::new(),
+            invoke_seq: 0,
+            telemetry_active: true,
+            decorator_seen: false,
+            stats: JoinStats::default(),
+        }
+    }
+
+    /// Telemetry was refused or stubbed: complete profiles on the decorator's data alone.
+    pub fn set_telemetry_active(&mut self, active: bool) -> Vec<InvocationProfile> {
+        self.telemetry_active = active;
+        self.take_complete()
+    }
+
+    pub fn telemetry_active(&self) -> bool {
+        self.telemetry_active
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True while some pending profile still waits for its `platform.report`.
+    pub fn awaiting_reports(&self) -> bool {
+        self.telemetry_active && self.pending.iter().any(|p| p.profile.report.is_none())
+    }
+
+    /// True once the runtime finished this invocation (decorator record or `runtimeDone` seen).
+    pub fn finished(&self, request_id: &str) -> bool {
+        self.recent.iter().any(|r| r == request_id)
+            || self.pending.iter().any(|p| {
+                p.profile.request_id == request_id
+                    && (p.profile.decorator.is_some() || p.profile.runtime_done.is_some())
+            })
+    }
+
+    /// An INVOKE event from the Extensions API.
+    pub fn on_invoke(
+        &mut self,
+        request_id: &str,
+        now: Instant,
+        epoch_ms: u64,
+    ) -> Vec<InvocationProfile> {
+        self.invoke_seq += 1;
+        let mut out = Vec::new();
+        if let Some(i) = self.entry(request_id, now, epoch_ms, &mut out) {
+            if self.invoke_seq == 1 {
+                self.pending[i].profile.first_in_environment = true;
+            }
+        }
+        out.extend(self.sweep(now));
+        out
+    }
+
+    /// An event from telemetry or the intake.
+    pub fn on_event(
+        &mut self,
+        ev: SourceEvent,
+        now: Instant,
+        epoch_ms: u64,
+    ) -> Vec<InvocationProfile> {
+        let mut out = Vec::new();
+        match ev {
+            SourceEvent::DecoratorHello => self.decorator_seen = true,
+            SourceEvent::Decorator { record, proc_mem } => {
+                self.decorator_seen = true;
+                let id = record.request_id.clone();
+                if let Some(i) = self.entry(&id, now, epoch_ms, &mut out) {
+                    let p = &mut self.pending[i].profile;
+                    p.decorator = Some(record);
+                    p.runtime_proc = proc_mem;
+                }
+            }
+            SourceEvent::Telemetry(TelemetryEvent::Report(r)) => {
+                let id = r.request_id.clone();
+                if let Some(i) = self.entry(&id, now, epoch_ms, &mut out) {
+                    self.pending[i].profile.report = Some(r);
+                }
+            }
+            SourceEvent::Telemetry(TelemetryEvent::RuntimeDone(r)) => {
+                let id = r.request_id.clone();
+                if let Some(i) = self.entry(&id, now, epoch_ms, &mut out) {
+                    self.pending[i].profile.runtime_done = Some(r);
+                }
+            }
+            SourceEvent::Telemetry(TelemetryEvent::Start { request_id }) => {
+                self.entry(&request_id, now, epoch_ms, &mut out);
+            }
+            SourceEvent::Telemetry(_) => {}
+        }
+        out.extend(self.take_complete());
+        out
+    }
+
+    /// Publishes incomplete profiles that waited long enough.
+    pub fn sweep(&mut self, now: Instant) -> Vec<InvocationProfile> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let expired = self.invoke_seq.saturating_sub(p.created_seq) >= LATER_INVOKES
+                && now.saturating_duration_since(p.created) >= self.cfg.pending_timeout;
+            if expired {
+                if let Some(p) = self.pending.remove(i) {
+                    self.stats.expired += 1;
+                    self.publish(p.profile, true, &mut out);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// SHUTDOWN: everything left, incomplete ones flagged partial.
+    pub fn drain(&mut self) -> Vec<InvocationProfile> {
+        let mut out = self.take_complete();
+        while let Some(p) = self.pending.pop_front() {
+            self.stats.expired += 1;
+            self.publish(p.profile, true, &mut out);
+        }
+        out
+    }
+
+    fn is_complete(&self, p: &InvocationProfile) -> bool {
+        let decorator_done = p.decorator.is_some() || !self.decorator_seen;
+        let platform_done = p.report.is_some() || !self.telemetry_active;
+        decorator_done && platform_done && p.has_data()
+    }
+
+    fn take_complete(&mut self) -> Vec<InvocationProfile> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.is_complete(&self.pending[i].profile) {
+                if let Some(p) = self.pending.remove(i) {
+                    self.stats.completed += 1;
+                    self.publish(p.profile, false, &mut out);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn publish(
+        &mut self,
+        mut p: InvocationProfile,
+        partial: bool,
+        out: &mut Vec<InvocationProfile>,
+    ) {
+        self.remember(&p.request_id);
+        if !p.has_data() {
+            self.stats.discarded_empty += 1;
+            return;
+        }
+        p.partial = partial;
+        out.push(p);
+    }
+
+    fn remember(&mut self, id: &str) {
+        if self.recent.len() >= 2 * self.cfg.max_pending {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id.to_string());
+    }
+
+    /// Index of the pending entry for `request_id`, created if needed (evicting the oldest when
+    /// the table is full). `None` for an id already published or an empty id.
+    fn entry(
+        &mut self,
+        request_id: &str,
+        now: Instant,
+        epoch_ms: u64,
+        out: &mut Vec<InvocationProfile>,
+    ) -> Option<usize> {
+        if request_id.is_empty() || self.recent.iter().any(|r| r == request_id) {
+            return None;
+        }
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|p| p.profile.request_id == request_id)
+        {
+            return Some(i);
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            if let Some(old) = self.pending.pop_front() {
+                self.stats.evicted += 1;
+                self.publish(old.profile, true, out);
+            }
+        }
+        self.pending.push_back(Pending {
+            profile: InvocationProfile {
+                request_id: request_id.to_string(),
+                timestamp_ms: epoch_ms,
+                ..Default::default()
+            },
+            created: now,
+            created_seq: self.invoke_seq,
+        });
+        Some(self.pending.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(max_pending: usize) -> JoinConfig {
+        JoinConfig {
+            max_pending,
+            pending_timeout: Duration::from_millis(100),
+        }
+    }
+
+    fn report(id: &str) -> SourceEvent {
+        SourceEvent::Telemetry(TelemetryEvent::Report(Report {
+            request_id: id.into(),
+            status: Some("success".into()),
+            duration_ms: Some(10.0),
+            max_memory_used_mb: Some(70.0),
+            memory_size_mb: Some(128.0),
+            ..Default::default()
+        }))
+    }
+
+    fn record(id: &str) -> SourceEvent {
+        SourceEvent::Decorator {
+            record: Box::new(DecoratorRecord {
+                request_id: id.into(),
+                pid: Some(8),
+                ..Default::default()
+            }),
+            proc_mem: Some(ProcMemory {
+                rss: Some(1 << 20),
+                hwm: Some(2 << 20),
+            }),
+        }
+    }
+
+    #[test]
+    fn report_arriving_during_the_next_invocation_completes_the_previous() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(8));
+        assert!(j.on_invoke("a", t, 1000).is_empty());
+        assert!(j.on_event(SourceEvent::DecoratorHello, t, 1000).is_empty());
+        assert!(
+            j.on_event(record("a"), t, 1000).is_empty(),
+            "waits for the report"
+        );
+        assert!(j.finished("a"));
+        assert!(j.on_invoke("b", t, 2000).is_empty());
+        assert!(j.on_event(record("b"), t, 2000).is_empty());
+        let out = j.on_event(report("a"), t, 2001);
+        assert_eq!(out.len(), 1);
+        let p = &out[0];
+        assert_eq!(p.request_id, "a");
+        assert!(!p.partial && p.first_in_environment);
+        assert_eq!(p.timestamp_ms, 1000);
+        assert!(p.report.is_some() && p.decorator.is_some());
+        assert_eq!(p.runtime_proc.unwrap().hwm, Some(2 << 20));
+        // SHUTDOWN: b's report arrives, then drain is empty.
+        assert_eq!(j.on_event(report("b"), t, 3000).len(), 1);
+        assert!(j.drain().is_empty());
+        assert_eq!(j.stats.completed, 2);
+    }
+
+    #[test]
+    fn undecorated_function_completes_on_the_report_alone() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(8));
+        j.on_invoke("a", t, 0);
+        let out = j.on_event(report("a"), t, 0);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].partial && out[0].decorator.is_none());
+    }
+
+    #[test]
+    fn without_telemetry_the_decorator_record_completes() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(8));
+        j.on_invoke("a", t, 0);
+        assert!(j.on_event(record("a"), t, 0).is_empty());
+        assert!(j.awaiting_reports());
+        let out = j.set_telemetry_active(false);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].partial);
+        assert!(!j.awaiting_reports());
+        j.on_invoke("b", t, 0);
+        assert_eq!(j.on_event(record("b"), t, 0).len(), 1);
+    }
+
+    #[test]
+    fn missing_decorator_record_expires_as_partial_only_after_two_later_invokes() {
+        let t0 = Instant::now();
+        let late = t0 + Duration::from_secs(600);
+        let mut j = Join::new(cfg(8));
+        j.on_event(SourceEvent::DecoratorHello, t0, 0);
+        j.on_invoke("a", t0, 0);
+        // The record for "a" was lost; its report arrives during "b".
+        j.on_invoke("b", late, 0);
+        assert!(j.on_event(report("a"), late, 0).is_empty());
+        // A long freeze alone does not expire it: two later invocations are needed.
+        assert!(j.sweep(late).is_empty());
+        j.on_event(record("b"), late, 0);
+        let out = j.on_invoke("c", late, 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request_id, "a");
+        assert!(out[0].partial && out[0].report.is_some());
+        assert_eq!(j.stats.expired, 1);
+        // A straggler for a published id does not publish again.
+        assert!(j.on_event(record("a"), late, 0).is_empty());
+        assert!(!j.finished("zzz"));
+    }
+
+    #[test]
+    fn partial_waits_for_the_timeout_too() {
+        let t0 = Instant::now();
+        let mut j = Join::new(cfg(8));
+        j.on_invoke("a", t0, 0);
+        j.on_event(
+            SourceEvent::Telemetry(TelemetryEvent::RuntimeDone(RuntimeDone {
+                request_id: "a".into(),
+                ..Default::default()
+            })),
+            t0,
+            0,
+        );
+        j.on_invoke("b", t0, 0);
+        assert!(j
+            .on_invoke("c", t0 + Duration::from_millis(10), 0)
+            .is_empty());
+        let out = j.sweep(t0 + Duration::from_millis(100));
+        assert_eq!(out.len(), 1);
+        assert!(out[0].partial && out[0].runtime_done.is_some());
+    }
+
+    #[test]
+    fn full_table_evicts_the_oldest_as_partial() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(2));
+        j.on_event(SourceEvent::DecoratorHello, t, 0);
+        j.on_event(record("a"), t, 0);
+        j.on_event(record("b"), t, 0);
+        let out = j.on_event(record("c"), t, 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request_id, "a");
+        assert!(out[0].partial);
+        assert_eq!(j.stats.evicted, 1);
+        assert_eq!(j.pending_len(), 2);
+    }
+
+    #[test]
+    fn drain_flags_incomplete_and_discards_empty() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(8));
+        j.on_event(SourceEvent::DecoratorHello, t, 0);
+        j.on_invoke("a", t, 0);
+        j.on_event(record("a"), t, 0);
+        j.on_invoke("b", t, 0); // nothing ever arrived for b
+        let out = j.drain();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request_id, "a");
+        assert!(out[0].partial);
+        assert_eq!(j.stats.discarded_empty, 1);
+        assert_eq!(j.pending_len(), 0);
+    }
+
+    #[test]
+    fn empty_request_ids_are_ignored() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(8));
+        assert!(j.on_event(record(""), t, 0).is_empty());
+        assert_eq!(j.pending_len(), 0);
+    }
+}

@@ -1,0 +1,337 @@
+//! The decorator's per-invocation records: UDP datagrams on 127.0.0.1 (docs/protocol.md, v1).
+
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::invocation::SourceEvent;
+use crate::sources::procfs;
+use crate::stats::{Counters, RateLimiter};
+
+/// Largest datagram the protocol allows.
+pub const MAX_DATAGRAM: usize = 16_384;
+/// The only protocol version this receiver understands.
+pub const PROTOCOL_VERSION: u64 = 1;
+
+/// Garbage-collector activity during one invocation.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GcStats {
+    pub collections: Option<u64>,
+    pub collected: Option<u64>,
+    pub uncollectable: Option<u64>,
+    pub garbage: Option<u64>,
+}
+
+/// One allocation site holding retained memory.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+pub struct TopSite {
+    #[serde(default)]
+    pub file: String,
+    #[serde(default)]
+    pub line: u64,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// What `tracemalloc` saw on a traced (sampled) invocation.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Trace {
+    pub reason: Option<String>,
+    pub peak_bytes: Option<u64>,
+    pub retained_bytes: Option<u64>,
+    pub retained_blocks: Option<u64>,
+    pub growth_bytes: Option<i64>,
+    #[serde(default)]
+    pub top: Vec<TopSite>,
+    pub top_truncated: Option<u64>,
+}
+
+/// The decorator's `invocation` record. Absent figures are `None` and produce no datum.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct DecoratorRecord {
+    pub request_id: String,
+    pub pid: Option<u32>,
+    pub runtime: Option<String>,
+    pub start_ms: Option<f64>,
+    pub duration_ms: Option<f64>,
+    pub cold_start: Option<bool>,
+    pub error_type: Option<String>,
+    pub rss_peak_bytes: Option<u64>,
+    pub rss_peak_scope: Option<String>,
+    pub heap_blocks: Option<u64>,
+    pub gc: Option<GcStats>,
+    pub trace: Option<Trace>,
+}
+
+/// A record understood by this receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntakeRecord {
+    Hello {
+        pid: Option<u32>,
+        runtime: Option<String>,
+    },
+    Invocation(Box<DecoratorRecord>),
+}
+
+/// Why a datagram was not used.
+#[derive(Debug, Error, PartialEq)]
+pub enum IntakeError {
+    #[error("datagram of {0} bytes exceeds the {MAX_DATAGRAM}-byte limit")]
+    Oversized(usize),
+    #[error("malformed record: {0}")]
+    Malformed(String),
+    #[error("unsupported protocol version {0}")]
+    UnknownVersion(String),
+    #[error("unknown record kind {0:?}")]
+    UnknownKind(String),
+}
+
+#[derive(Deserialize)]
+struct HelloBody {
+    pid: Option<u32>,
+    runtime: Option<String>,
+}
+
+/// Parses one datagram into a typed record.
+pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(IntakeError::Oversized(bytes.len()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| IntakeError::Malformed("not a JSON object".into()))?;
+    match obj.get("v") {
+        Some(v) if v.as_u64() == Some(PROTOCOL_VERSION) => {}
+        Some(v) => return Err(IntakeError::UnknownVersion(v.to_string())),
+        None => return Err(IntakeError::Malformed("missing `v`".into())),
+    }
+    let kind = obj
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| IntakeError::Malformed("missing `kind`".into()))?;
+    match kind {
+        "hello" => {
+            let h: HelloBody = serde_json::from_value(value.clone())
+                .map_err(|e| IntakeError::Malformed(e.to_string()))?;
+            Ok(IntakeRecord::Hello {
+                pid: h.pid,
+                runtime: h.runtime,
+            })
+        }
+        "invocation" => {
+            let r: DecoratorRecord = serde_json::from_value(value.clone())
+                .map_err(|e| IntakeError::Malformed(e.to_string()))?;
+            Ok(IntakeRecord::Invocation(Box::new(r)))
+        }
+        other => Err(IntakeError::UnknownKind(other.to_string())),
+    }
+}
+
+/// Binds the intake socket on 127.0.0.1 only.
+pub async fn bind(port: u16) -> std::io::Result<UdpSocket> {
+    UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, port)).await
+}
+
+/// Receives datagrams forever, forwarding typed events. Never returns an error: every failure is
+/// counted and logged (rate-limited).
+pub async fn run(socket: UdpSocket, tx: mpsc::Sender<SourceEvent>, counters: Arc<Counters>) {
+    // One byte more than the limit, so an oversized datagram is detectable (recv truncates).
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut warn = RateLimiter::new(Duration::from_secs(60));
+    loop {
+        let n = match socket.recv_from(&mut buf).await {
+            Ok((n, _)) => n,
+            Err(e) => {
+                if let Some(s) = warn.check(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed = s, "intake receive failed");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let datagram = buf.get(..n).unwrap_or(&[]);
+        let event = match parse_datagram(datagram) {
+            Ok(IntakeRecord::Hello { pid, runtime }) => {
+                Counters::incr(&counters.intake_received);
+                tracing::debug!(?pid, ?runtime, "decorator hello");
+                SourceEvent::DecoratorHello
+            }
+            Ok(IntakeRecord::Invocation(record)) => {
+                Counters::incr(&counters.intake_received);
+                // Sample the runtime's /proc now: the handler just returned.
+                let proc_mem = record.pid.and_then(procfs::read_pid);
+                SourceEvent::Decorator { record, proc_mem }
+            }
+            Err(e) => {
+                let c = match &e {
+                    IntakeError::Oversized(_) => &counters.intake_oversized,
+                    IntakeError::UnknownVersion(_) | IntakeError::UnknownKind(_) => {
+                        &counters.intake_unknown_version
+                    }
+                    IntakeError::Malformed(_) => &counters.intake_malformed,
+                };
+                Counters::incr(c);
+                if let Some(s) = warn.check(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed = s, "intake record dropped");
+                }
+                continue;
+            }
+        };
+        if tx.try_send(event).is_err() {
+            Counters::incr(&counters.events_channel_full);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{
+      "v": 1, "kind": "invocation",
+      "request_id": "8f3c0d1e-1b7a-4f0a-9c55-3b1c7a0e2d11",
+      "pid": 8, "runtime": "python3.11", "start_ms": 1764000000123.4, "duration_ms": 12.7,
+      "cold_start": false, "error_type": null, "rss_peak_bytes": 61341696,
+      "rss_peak_scope": "invocation", "heap_blocks": 183421,
+      "gc": {"collections": 2, "collected": 140, "uncollectable": 0, "garbage": 0},
+      "trace": {"reason": "rate", "peak_bytes": 52436992, "retained_bytes": 10486272,
+        "retained_blocks": 3, "growth_bytes": 10486272,
+        "top": [{"file": "app.py", "line": 42, "size": 10485793, "count": 1}],
+        "top_truncated": 0}
+    }"#;
+
+    #[test]
+    fn parses_the_protocol_example() {
+        let IntakeRecord::Invocation(r) = parse_datagram(EXAMPLE.as_bytes()).unwrap() else {
+            panic!("not an invocation");
+        };
+        assert_eq!(r.request_id, "8f3c0d1e-1b7a-4f0a-9c55-3b1c7a0e2d11");
+        assert_eq!(r.pid, Some(8));
+        assert_eq!(r.duration_ms, Some(12.7));
+        assert_eq!(r.rss_peak_bytes, Some(61_341_696));
+        assert_eq!(r.gc.as_ref().unwrap().collections, Some(2));
+        let t = r.trace.as_ref().unwrap();
+        assert_eq!(t.growth_bytes, Some(10_486_272));
+        assert_eq!(t.top[0].line, 42);
+        assert_eq!(t.top[0].file, "app.py");
+    }
+
+    #[test]
+    fn parses_hello_and_ignores_unknown_fields() {
+        let r = parse_datagram(
+            br#"{"v":1,"kind":"hello","pid":8,"runtime":"python3.11","agent":"x","new_field":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            IntakeRecord::Hello {
+                pid: Some(8),
+                runtime: Some("python3.11".into())
+            }
+        );
+    }
+
+    #[test]
+    fn nulls_and_missing_optionals_are_none() {
+        let r = parse_datagram(
+            br#"{"v":1,"kind":"invocation","request_id":"","rss_peak_bytes":null,"trace":null}"#,
+        )
+        .unwrap();
+        let IntakeRecord::Invocation(r) = r else {
+            panic!()
+        };
+        assert_eq!(r.request_id, "");
+        assert_eq!(r.rss_peak_bytes, None);
+        assert!(r.trace.is_none() && r.gc.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_datagrams_with_the_right_reason() {
+        let oversized = vec![b' '; MAX_DATAGRAM + 1];
+        assert_eq!(
+            parse_datagram(&oversized),
+            Err(IntakeError::Oversized(MAX_DATAGRAM + 1))
+        );
+        for bad in [
+            &b"not json"[..],
+            b"[1,2]",
+            b"{\"kind\":\"invocation\"}",
+            b"{\"v\":1}",
+            b"{\"v\":1,\"kind\":\"invocation\"}",
+            b"{\"v\":1,\"kind\":\"invocation\",\"request_id\":\"a\",\"pid\":-1}",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(
+                matches!(parse_datagram(bad), Err(IntakeError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse_datagram(br#"{"v":2,"kind":"invocation"}"#),
+            Err(IntakeError::UnknownVersion("2".into()))
+        );
+        assert_eq!(
+            parse_datagram(br#"{"v":1,"kind":"metrics"}"#),
+            Err(IntakeError::UnknownKind("metrics".into()))
+        );
+    }
+
+    #[test]
+    fn a_record_at_the_size_limit_is_accepted() {
+        let mut s = String::from(r#"{"v":1,"kind":"hello","pad":""#);
+        let pad = MAX_DATAGRAM - s.len() - 2;
+        s.push_str(&"x".repeat(pad));
+        s.push_str("\"}");
+        assert_eq!(s.len(), MAX_DATAGRAM);
+        assert!(parse_datagram(s.as_bytes()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn receiver_counts_garbage_and_forwards_records() {
+        let sock = bind(0).await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        assert!(addr.ip().is_loopback());
+        let (tx, mut rx) = mpsc::channel(8);
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(sock, tx, counters.clone()));
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"garbage", addr).unwrap();
+        client
+            .send_to(&vec![b'{'; MAX_DATAGRAM + 10], addr)
+            .unwrap();
+        client.send_to(br#"{"v":9,"kind":"hello"}"#, addr).unwrap();
+        client.send_to(EXAMPLE.as_bytes(), addr).unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(ev, SourceEvent::Decorator { .. }));
+        assert_eq!(
+            counters
+                .intake_malformed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            counters
+                .intake_oversized
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            counters
+                .intake_unknown_version
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! Sources: each turns its own wire format into small typed events as early as possible.
+
+pub mod intake;
+pub mod procfs;
+pub mod telemetry;

@@ -1,0 +1,101 @@
+//! `/proc/<pid>/status` figures of the runtime process (and of the extension itself).
+
+use std::path::Path;
+
+/// Memory figures of one process, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcMemory {
+    /// `VmRSS`: resident set size now.
+    pub rss: Option<u64>,
+    /// `VmHWM`: resident set high-water mark (since start, or since the last `clear_refs` reset).
+    pub hwm: Option<u64>,
+}
+
+/// Parses the text of a `/proc/<pid>/status` file. Lines that do not parse are skipped.
+pub fn parse_status(text: &str) -> ProcMemory {
+    let mut m = ProcMemory::default();
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match key {
+            "VmRSS" => &mut m.rss,
+            "VmHWM" => &mut m.hwm,
+            _ => continue,
+        };
+        *slot = parse_kb(rest);
+    }
+    m
+}
+
+/// `"   61234 kB"` → bytes. The kernel always writes kB; anything else is rejected.
+fn parse_kb(field: &str) -> Option<u64> {
+    let mut it = field.split_whitespace();
+    let n: u64 = it.next()?.parse().ok()?;
+    match (it.next(), it.next()) {
+        (Some("kB"), None) => n.checked_mul(1024),
+        _ => None,
+    }
+}
+
+/// Reads and parses a status file; `None` when it cannot be read (process gone, no permission).
+pub fn read_status(path: &Path) -> Option<ProcMemory> {
+    std::fs::read_to_string(path).ok().map(|t| parse_status(&t))
+}
+
+/// Memory figures of the process `pid`.
+pub fn read_pid(pid: u32) -> Option<ProcMemory> {
+    read_status(Path::new(&format!("/proc/{pid}/status")))
+}
+
+/// Memory figures of this process.
+pub fn read_self() -> Option<ProcMemory> {
+    read_status(Path::new("/proc/self/status"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/proc")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn parses_a_real_status_file() {
+        let m = parse_status(&fixture("status_python.txt"));
+        assert_eq!(m.rss, Some(61_340 * 1024));
+        assert_eq!(m.hwm, Some(75_112 * 1024));
+    }
+
+    #[test]
+    fn kernel_thread_status_has_no_memory_lines() {
+        let m = parse_status(&fixture("status_kthread.txt"));
+        assert_eq!(m, ProcMemory::default());
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped_not_fatal() {
+        let m = parse_status(&fixture("status_malformed.txt"));
+        // VmHWM has a bad unit, VmRSS is a valid line after garbage.
+        assert_eq!(m.hwm, None);
+        assert_eq!(m.rss, Some(1024));
+        assert_eq!(parse_status(""), ProcMemory::default());
+        assert_eq!(
+            parse_status("VmRSS:\nVmHWM: 99999999999999999999999 kB"),
+            ProcMemory::default()
+        );
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let m = read_self().expect("/proc/self/status readable");
+        let rss = m.rss.expect("VmRSS present");
+        let hwm = m.hwm.expect("VmHWM present");
+        assert!(rss > 0 && hwm >= rss, "rss {rss} hwm {hwm}");
+        assert_eq!(read_pid(u32::MAX), None);
+    }
+}
