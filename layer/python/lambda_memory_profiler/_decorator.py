@@ -1,0 +1,404 @@
+"""The ``@memory_profile`` decorator."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import heapq
+import os
+import random
+import sys
+import time
+from typing import Any, Callable, TypeVar, overload
+
+from . import _probes
+from ._config import Options, resolve
+from ._handoff import PROTOCOL_VERSION, Sender, sender_for
+from ._version import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RUNTIME = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+AGENT = f"lambda_memory_profiler/{__version__}"
+# While growth is suspected, trace at most one invocation in this many.
+SUSPECT_INTERVAL = 10
+# Past this many retained blocks, growth uses per-site mean sizes (bounded cost).
+MAX_SIZED_BLOCKS = 50000
+_THIS_FILE = __file__
+
+_perf = time.perf_counter
+_wall = time.time
+_blocks = sys.getallocatedblocks
+_GC = _probes.GC_COUNTS
+
+
+class _Process:
+    """State shared by every decorated function of the process."""
+
+    def __init__(self) -> None:
+        self.cold = True
+        self.active = False  # a measured invocation is running: nested wrappers pass through
+        self.rss: _probes.PeakRss | None = None
+        self.traced = 0
+        self.invocations = 0
+        self.errors = 0  # measurement steps that failed (the handler never sees them)
+
+
+_P = _Process()
+
+
+def stats() -> dict[str, int]:
+    """Counters of this process: invocations measured, traced, records sent or dropped, ..."""
+    from ._handoff import _senders
+
+    return {
+        "invocations": _P.invocations,
+        "traced": _P.traced,
+        "measurement_errors": _P.errors,
+        "sent": sum(s.sent for s in _senders.values()),
+        "dropped": sum(s.dropped for s in _senders.values()),
+        "emf_lines": sum(s.emf_lines for s in _senders.values()),
+    }
+
+
+def _request_id(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    ctx = args[1] if len(args) > 1 else kwargs.get("context")
+    rid = getattr(ctx, "aws_request_id", "") if ctx is not None else ""
+    return rid if isinstance(rid, str) else ""
+
+
+def _site_rows(snapshot: Any) -> list[tuple[str, int, int, int]]:
+    """(file, line, size, count) per allocation site, largest first, without our own blocks."""
+    rows = []
+    for st in snapshot.statistics("lineno"):
+        frame = st.traceback[0]
+        if frame.filename == _THIS_FILE:
+            continue  # the decorator's own few objects (figures of this very measurement)
+        rows.append((frame.filename, frame.lineno, st.size, st.count))
+    return rows
+
+
+def _block_sizes(snapshot: Any, limit: int) -> list[int] | None:
+    """Sizes of the traced blocks (without our own), or None past ``limit`` blocks."""
+    try:
+        raw = snapshot.traces._traces  # (domain, size, frames, ...): avoids a Trace per block
+        if len(raw) > limit:
+            return None
+        return [t[1] for t in raw if t[2][0][0] != _THIS_FILE]
+    except Exception:
+        return None
+
+
+def estimate_growth(
+    rows: list[tuple[str, int, int, int]], delta_blocks: int, sizes: list[int] | None = None
+) -> int:
+    """Net growth of the heap from the retained blocks and the net change of the block count.
+
+    ``retained - delta`` older blocks were freed during the invocation. Each is assumed to have
+    been replaced by one of the smallest retained blocks (a list's items array reallocated, a
+    cache entry evicted for a new one of similar size), so the growth is the size of the
+    ``delta`` largest retained blocks. When more blocks were freed than retained, the heap
+    shrank: the retained memory is scaled by ``delta / retained`` (down to minus itself).
+    ``sizes`` gives each block's size; without it a site's blocks count at their mean size.
+    """
+    retained_bytes = sum(r[2] for r in rows)
+    retained_blocks = sum(r[3] for r in rows)
+    if retained_blocks == 0:
+        return 0
+    if delta_blocks >= retained_blocks:
+        return retained_bytes
+    if delta_blocks <= 0:
+        return int(retained_bytes * max(delta_blocks / retained_blocks, -1.0))
+    if sizes is not None and len(sizes) == retained_blocks:
+        return sum(heapq.nlargest(delta_blocks, sizes))
+    growth = 0
+    left = delta_blocks
+    for _file, _line, size, count in sorted(rows, key=lambda r: r[2] / r[3], reverse=True):
+        take = count if count < left else left
+        growth += size * take // count
+        left -= take
+        if left == 0:
+            break
+    return growth
+
+
+class _Profiler:
+    """Measurement state of one decorated function."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.calls = 0
+        self.last_traced = -SUSPECT_INTERVAL
+        self.prev_blocks = -1
+        self.rising = 0
+        # A private generator: the user's random.seed() must not steer sampling, nor the reverse.
+        self.rng = random.Random()
+        self.sender: Sender | None = None
+
+    def choose_trace(self, cold: bool) -> str | None:
+        opts = self.opts
+        if not opts.trace:
+            return None
+        if cold:
+            return "cold"
+        rate = opts.sample_rate
+        if rate >= 1.0:
+            return "always"
+        if rate > 0.0 and self.rng.random() < rate:
+            return "rate"
+        w = opts.suspect_window
+        if (
+            w
+            and rate > 0.0
+            and self.rising >= w
+            and self.calls - self.last_traced >= SUSPECT_INTERVAL
+        ):
+            return "suspect"
+        return None
+
+    def trace_start(self) -> tuple[Any, ...]:
+        import tracemalloc
+
+        if tracemalloc.is_tracing():
+            # The user's own session: never stop or reset it; work with differences.
+            cur0, peak0 = tracemalloc.get_traced_memory()
+            return ("shared", cur0, peak0)
+        blocks0 = _blocks()
+        tracemalloc.start()
+        return ("own", blocks0)
+
+    def trace_end(self, reason: str, tr: tuple[Any, ...]) -> tuple[dict[str, Any], int]:
+        """Builds ``trace``; also returns the heap block count taken before the snapshot."""
+        import tracemalloc
+
+        top_n = self.opts.top
+        if tr[0] == "own":
+            try:
+                blocks1 = _blocks()
+                _cur, peak = tracemalloc.get_traced_memory()
+                snapshot = tracemalloc.take_snapshot()
+            finally:
+                # statistics() is far cheaper once tracing is off; nothing else needs it on.
+                tracemalloc.stop()
+            rows = _site_rows(snapshot)
+            # -1: the integer holding the first count was allocated after that count.
+            delta = blocks1 - tr[1] - 1
+            sizes = None
+            if 0 < delta < sum(r[3] for r in rows):
+                sizes = _block_sizes(snapshot, MAX_SIZED_BLOCKS)
+            del snapshot
+            trace: dict[str, Any] = {
+                "reason": reason,
+                "mode": "own",
+                "peak_bytes": peak,
+                "retained_bytes": sum(r[2] for r in rows),
+                "retained_blocks": sum(r[3] for r in rows),
+                "growth_bytes": estimate_growth(rows, delta, sizes),
+                "heap_blocks_delta": delta,
+            }
+        else:
+            blocks1 = _blocks()
+            cur1, peak1 = tracemalloc.get_traced_memory()
+            cur0, peak0 = tr[1], tr[2]
+            snapshot = tracemalloc.take_snapshot()
+            rows = _site_rows(snapshot)
+            del snapshot
+            trace = {
+                "reason": reason,
+                "mode": "shared",
+                # The session's peak is not reset: known only when this invocation raised it.
+                "peak_bytes": peak1 - cur0 if peak1 > peak0 else None,
+                # The session also sees frees of older traced blocks: a net figure.
+                "retained_bytes": cur1 - cur0,
+                "retained_blocks": None,
+                "growth_bytes": cur1 - cur0,
+                "heap_blocks_delta": None,
+            }
+        trace["top"] = [
+            {"file": f, "line": ln, "size": sz, "count": c} for f, ln, sz, c in rows[:top_n]
+        ]
+        trace["top_truncated"] = 0
+        return trace, blocks1
+
+
+def _finish(
+    prof: _Profiler,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    cold: bool,
+    start_ms: float,
+    duration_s: float,
+    gc0: tuple[int, int, int],
+    reason: str | None,
+    tr: tuple[Any, ...] | None,
+    exc: BaseException | None,
+) -> None:
+    trace = None
+    blocks: int | None = None
+    if tr is not None and reason is not None:
+        try:
+            trace, blocks = prof.trace_end(reason, tr)
+            _P.traced += 1
+        except Exception:
+            _P.errors += 1
+    rss = _P.rss
+    rss_peak = rss.read() if rss is not None else None
+    if blocks is None:
+        blocks = _blocks()
+    gc1 = _GC
+    try:
+        garbage = len(gc.garbage)
+    except Exception:
+        garbage = None
+    # Net counter of live blocks at each invocation's end: steady growth makes tracing likelier.
+    if prof.prev_blocks >= 0 and blocks > prof.prev_blocks:
+        prof.rising += 1
+    else:
+        prof.rising = 0
+    prof.prev_blocks = blocks
+    record = {
+        "v": PROTOCOL_VERSION,
+        "kind": "invocation",
+        "request_id": _request_id(args, kwargs),
+        "pid": os.getpid(),
+        "runtime": RUNTIME,
+        "start_ms": round(start_ms, 1),
+        "duration_ms": round(duration_s * 1000.0, 3),
+        "cold_start": cold,
+        "error_type": type(exc).__name__ if exc is not None else None,
+        "rss_peak_bytes": rss_peak,
+        "rss_peak_scope": rss.scope if rss is not None else "process",
+        "heap_blocks": blocks,
+        "gc": {
+            "collections": gc1[0] - gc0[0],
+            "collected": gc1[1] - gc0[1],
+            "uncollectable": gc1[2] - gc0[2],
+            "garbage": garbage,
+        },
+        "trace": trace,
+    }
+    opts = prof.opts
+    sender = prof.sender
+    if sender is None:
+        sender = prof.sender = sender_for(opts.intake_port)
+    if not sender.hello_sent:
+        sender.hello(RUNTIME, AGENT)
+    sender.send(record, opts.namespace, opts.dimensions, opts.storage_resolution)
+
+
+def _wrap(fn: F, opts: Options) -> F:
+    if opts.disable:
+        return fn
+    prof = _Profiler(opts)
+    _probes.install_gc_callback()
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _P.active:
+            return fn(*args, **kwargs)  # an outer @memory_profile measures this invocation
+        reason = None
+        tr = None
+        try:
+            cold = _P.cold
+            _P.cold = False
+            _P.invocations += 1
+            prof.calls += 1
+            if _P.rss is None:
+                _P.rss = _probes.PeakRss()  # first invocation: its creation resets the mark
+            else:
+                _P.rss.reset()
+            gc0 = (_GC[0], _GC[1], _GC[2])
+            reason = prof.choose_trace(cold)
+            if reason is not None:
+                prof.last_traced = prof.calls
+                try:
+                    tr = prof.trace_start()
+                except Exception:
+                    _P.errors += 1
+                    reason = None
+            start_ms = _wall() * 1000.0
+        except Exception:
+            _P.errors += 1
+            return fn(*args, **kwargs)
+        _P.active = True
+        t0 = _perf()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            t1 = _perf()
+            _P.active = False
+            try:
+                _finish(prof, args, kwargs, cold, start_ms, t1 - t0, gc0, reason, tr, exc)
+            except Exception:
+                _P.errors += 1
+            raise
+        t1 = _perf()
+        _P.active = False
+        try:
+            _finish(prof, args, kwargs, cold, start_ms, t1 - t0, gc0, reason, tr, None)
+        except Exception:
+            _P.errors += 1
+        return result
+
+    wrapper.__lmp_options__ = opts  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+@overload
+def memory_profile(fn: F) -> F: ...
+
+
+@overload
+def memory_profile(
+    fn: None = None,
+    *,
+    top: int | None = None,
+    sample_rate: float | None = None,
+    trace: bool | None = None,
+    intake_port: int | None = None,
+    namespace: str | None = None,
+    suspect_window: int | None = None,
+    storage_resolution: int | None = None,
+    dimensions: str | None = None,
+    disable: bool | None = None,
+) -> Callable[[F], F]: ...
+
+
+def memory_profile(
+    fn: F | None = None,
+    *,
+    top: int | None = None,
+    sample_rate: float | None = None,
+    trace: bool | None = None,
+    intake_port: int | None = None,
+    namespace: str | None = None,
+    suspect_window: int | None = None,
+    storage_resolution: int | None = None,
+    dimensions: str | None = None,
+    disable: bool | None = None,
+) -> F | Callable[[F], F]:
+    """Measures each invocation of a Lambda handler; usable bare or with options.
+
+    Every option left out takes its ``LMP_*`` environment variable, then its default. Bad
+    explicit options raise at decoration time; bad variables print one warning and fall back.
+    """
+    overrides: dict[str, object] = {
+        "top": top,
+        "sample_rate": sample_rate,
+        "trace": trace,
+        "intake_port": intake_port,
+        "namespace": namespace,
+        "suspect_window": suspect_window,
+        "storage_resolution": storage_resolution,
+        "dimensions": dimensions,
+        "disable": disable,
+    }
+
+    def decorate(f: F) -> F:
+        return _wrap(f, resolve(overrides))
+
+    if fn is not None:
+        if not callable(fn):
+            raise TypeError("memory_profile: expected a function")
+        return decorate(fn)
+    return decorate

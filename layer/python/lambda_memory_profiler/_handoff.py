@@ -1,0 +1,198 @@
+"""Hand-off of records to the extension (UDP on loopback) or, without it, EMF on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+MAX_DATAGRAM = 16384
+PROTOCOL_VERSION = 1
+
+# Metric name, record path, unit: the names and units of the extension's metric table.
+_EMF_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("Duration", ("duration_ms",), "Milliseconds"),
+    ("ColdStart", ("cold_start",), "Count"),
+    ("RuntimeRssPeak", ("rss_peak_bytes",), "Bytes"),
+    ("GcCollections", ("gc", "collections"), "Count"),
+    ("GcCollected", ("gc", "collected"), "Count"),
+    ("GcUncollectable", ("gc", "uncollectable"), "Count"),
+    ("PythonHeapPeak", ("trace", "peak_bytes"), "Bytes"),
+    ("PythonHeapRetained", ("trace", "retained_bytes"), "Bytes"),
+    ("PythonHeapGrowth", ("trace", "growth_bytes"), "Bytes"),
+)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """Serializes a record, dropping the least significant allocation sites to fit a datagram."""
+    data = _dumps(record)
+    if len(data) <= MAX_DATAGRAM:
+        return data
+    trace = record.get("trace")
+    if not trace or not trace.get("top"):
+        return data  # the core figures alone never come near the limit
+    top: list[Any] = list(trace["top"])
+    dropped = 0
+    # Halve first (a few dumps), then drop one at a time: an oversized record is rare.
+    while top and len(data) > MAX_DATAGRAM:
+        cut = len(top) // 2 if len(top) > 8 else len(top) - 1
+        dropped += len(top) - cut
+        top = top[:cut]
+        trace = dict(trace, top=top, top_truncated=trace.get("top_truncated", 0) + dropped)
+        data = _dumps(dict(record, trace=trace))
+        dropped = 0
+    return data
+
+
+def _get(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    cur: Any = record
+    for key in path:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def emf_line(
+    record: dict[str, Any],
+    namespace: str,
+    dimensions: tuple[str, ...] = ("FunctionName",),
+    storage_resolution: int = 60,
+) -> str:
+    """One Embedded Metric Format line carrying the figures of one invocation record."""
+    dims: dict[str, str] = {
+        "FunctionName": os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "local",
+        "FunctionVersion": os.environ.get("AWS_LAMBDA_FUNCTION_VERSION") or "$LATEST",
+    }
+    metrics: list[dict[str, Any]] = []
+    doc: dict[str, Any] = {}
+    for name, path, unit in _EMF_METRICS:
+        value = _get(record, path)
+        if value is None:
+            continue  # absent figures publish no datum
+        if isinstance(value, bool):
+            value = int(value)
+        metrics.append({"Name": name, "Unit": unit, "StorageResolution": storage_resolution})
+        doc[name] = value
+    start_ms = record.get("start_ms")
+    ts = int(start_ms) if isinstance(start_ms, (int, float)) else int(time.time() * 1000)
+    out: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": ts,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimensions)],
+                    "Metrics": metrics,
+                }
+            ],
+        }
+    }
+    for d in dimensions:
+        out[d] = dims[d]
+    out.update(doc)
+    # Plain properties: searchable in CloudWatch Logs, never dimensions (unbounded values).
+    out["RequestId"] = record.get("request_id", "")
+    out["ErrorType"] = record.get("error_type")
+    out["RssPeakScope"] = record.get("rss_peak_scope")
+    out["HeapBlocks"] = record.get("heap_blocks")
+    trace = record.get("trace")
+    if trace:
+        out["TraceReason"] = trace.get("reason")
+        out["TopSites"] = trace.get("top", [])
+    return json.dumps(out, separators=(",", ":"), allow_nan=False)
+
+
+class Sender:
+    """Process-wide channel to the extension on one port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.absent = False
+        self.hello_sent = False
+        self.sent = 0
+        self.dropped = 0
+        self.emf_lines = 0
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            # Connected: each send skips address resolution, and a refused port surfaces as
+            # ECONNREFUSED on a later send, which is how the absence of the extension shows.
+            s.connect(("127.0.0.1", self.port))
+            self.sock = s
+        except OSError:
+            self.sock = None
+            self.absent = True
+
+    def _send_bytes(self, data: bytes) -> bool:
+        """True when sent; False when dropped. Marks the extension absent on ECONNREFUSED."""
+        sock = self.sock
+        if sock is None:
+            return False
+        try:
+            sock.send(data)
+            self.sent += 1
+            return True
+        except ConnectionRefusedError:
+            self.absent = True
+            return False
+        except OSError:  # full buffer (EAGAIN), oversized, ...: lose one record, never block
+            self.dropped += 1
+            return False
+
+    def hello(self, runtime: str, agent: str) -> None:
+        self.hello_sent = True
+        rec = {
+            "v": PROTOCOL_VERSION,
+            "kind": "hello",
+            "pid": os.getpid(),
+            "runtime": runtime,
+            "agent": agent,
+        }
+        self._send_bytes(_dumps(rec))
+
+    def send(
+        self,
+        record: dict[str, Any],
+        namespace: str,
+        dimensions: tuple[str, ...],
+        storage_resolution: int,
+    ) -> None:
+        if not self.absent and (self._send_bytes(encode(record)) or not self.absent):
+            return
+            # The send that discovered the absence carried this record: print it instead.
+        self.emf_lines += 1
+        line = emf_line(record, namespace, dimensions, storage_resolution)
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except Exception:  # a closed stdout must not break the handler
+            self.dropped += 1
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+
+_senders: dict[int, Sender] = {}
+
+
+def sender_for(port: int) -> Sender:
+    s = _senders.get(port)
+    if s is None:
+        s = _senders[port] = Sender(port)
+    return s

@@ -1,0 +1,114 @@
+"""Cheap per-invocation probes: garbage collector counters and the peak RSS."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import sys
+from typing import Any
+
+try:
+    import resource
+except ImportError:  # not on every platform; the peak RSS is then absent
+    resource = None  # type: ignore[assignment]
+
+# collections, collected, uncollectable since the callback was installed. A gc callback sees
+# every collection whatever the collector's generations look like (3.14 changed them), so it
+# is robust where gc.get_stats() deltas are not.
+GC_COUNTS: list[int] = [0, 0, 0]
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    if phase == "stop":
+        GC_COUNTS[0] += 1
+        GC_COUNTS[1] += info.get("collected", 0)
+        GC_COUNTS[2] += info.get("uncollectable", 0)
+
+
+def install_gc_callback() -> None:
+    if _gc_callback not in gc.callbacks:
+        gc.callbacks.append(_gc_callback)
+
+
+def _read_status_hwm_kib(fd: int) -> int | None:
+    try:
+        data = os.pread(fd, 8192, 0)
+    except OSError:
+        return None
+    for line in data.split(b"\n"):
+        if line.startswith(b"VmHWM:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+class PeakRss:
+    """Peak RSS of this process, reset at each invocation's start when the kernel permits it.
+
+    Writing ``5`` to ``/proc/self/clear_refs`` resets the high-water mark to the current RSS,
+    so the mark read at the end is this invocation's peak. ``ru_maxrss`` is the cheapest read
+    (no file parsing); it also includes the peak of the memory image replaced by ``exec``, so
+    when that floor is above the current mark the status file is read instead.
+    """
+
+    def __init__(self) -> None:
+        self.scope = "process"
+        self._clear_fd = -1
+        self._status_fd = -1
+        self._floor_kib = 0
+        self._scale = 1024
+        if sys.platform == "darwin":
+            self._scale = 1  # ru_maxrss is in bytes there
+        try:
+            self._clear_fd = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+            os.write(self._clear_fd, b"5")
+            self.scope = "invocation"
+        except (OSError, AttributeError):
+            self._close_clear()
+        if self.scope == "invocation":
+            try:
+                self._status_fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._status_fd = -1
+            hwm = _read_status_hwm_kib(self._status_fd) if self._status_fd >= 0 else None
+            maxrss = self._maxrss_kib()
+            if hwm is not None and maxrss is not None and maxrss > hwm:
+                # ru_maxrss is stuck at the exec'd image's peak: below it, read the status.
+                self._floor_kib = maxrss
+
+    def _close_clear(self) -> None:
+        if self._clear_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._clear_fd)
+        self._clear_fd = -1
+
+    @staticmethod
+    def _maxrss_kib() -> int | None:
+        if resource is None:
+            return None
+        try:
+            return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        except (OSError, ValueError):
+            return None
+
+    def reset(self) -> None:
+        if self._clear_fd < 0:
+            return
+        try:
+            os.write(self._clear_fd, b"5")
+        except OSError:
+            self._close_clear()
+            self.scope = "process"
+
+    def read(self) -> int | None:
+        kib = self._maxrss_kib()
+        if kib is None:
+            return None
+        if self._floor_kib and kib <= self._floor_kib and self._status_fd >= 0:
+            hwm = _read_status_hwm_kib(self._status_fd)
+            if hwm is not None:
+                return hwm * 1024
+        return kib * self._scale
