@@ -6,5 +6,7 @@
 
 pub mod config;
 pub mod invocation;
+pub mod metrics;
+pub mod sinks;
 pub mod sources;
 pub mod stats;

@@ -1,0 +1,323 @@
+//! CloudWatch `PutMetricData` sink.
+//!
+//! Many invocations pack into one datum (`Values`/`Counts`, ≤ 150 distinct values), requests hold
+//! ≤ 1,000 datums and stay under 1 MB, the SDK gzips large requests and retries throttling and 5xx
+//! with backoff. The client is built on the first flush, never on the init path, and reused.
+
+use aws_sdk_cloudwatch::config::retry::RetryConfig;
+use aws_sdk_cloudwatch::config::timeout::TimeoutConfig;
+use aws_sdk_cloudwatch::error::DisplayErrorContext;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_sdk_cloudwatch::Client;
+use std::time::Duration;
+
+use super::group;
+use crate::metrics::{Datum, Dimensions, Metric};
+
+/// PutMetricData: datums per request.
+pub const MAX_DATUMS_PER_REQUEST: usize = 1_000;
+/// PutMetricData: request size, kept under 1 MB with room for the envelope.
+pub const MAX_REQUEST_BYTES: usize = 1_000_000 - 4_096;
+/// PutMetricData: distinct values per datum in `Values`/`Counts`.
+pub const MAX_VALUES_PER_DATUM: usize = 150;
+
+/// One datum as sent: distinct values with their counts, for one metric and period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    pub metric: Metric,
+    pub timestamp_ms: u64,
+    pub values: Vec<f64>,
+    pub counts: Vec<f64>,
+}
+
+impl Packed {
+    /// How many raw values this datum carries.
+    pub fn value_count(&self) -> u64 {
+        self.counts.iter().map(|c| *c as u64).sum()
+    }
+}
+
+/// Packs raw values into datums: per metric and period, distinct values with counts, split at
+/// [`MAX_VALUES_PER_DATUM`].
+pub fn pack(datums: &[Datum], storage_resolution: u8) -> Vec<Packed> {
+    let mut out = Vec::new();
+    for (bucket, metrics) in group(datums, storage_resolution) {
+        for (metric, mut vals) in metrics {
+            vals.sort_by(f64::total_cmp);
+            let mut distinct: Vec<(f64, f64)> = Vec::new();
+            for v in vals {
+                match distinct.last_mut() {
+                    Some((last, n)) if last.to_bits() == v.to_bits() => *n += 1.0,
+                    _ => distinct.push((v, 1.0)),
+                }
+            }
+            for chunk in distinct.chunks(MAX_VALUES_PER_DATUM) {
+                out.push(Packed {
+                    metric,
+                    timestamp_ms: bucket,
+                    values: chunk.iter().map(|(v, _)| *v).collect(),
+                    counts: chunk.iter().map(|(_, n)| *n).collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// An upper bound of a datum's encoded size (CBOR: a double takes 9 bytes; keys are spelled out).
+pub fn estimated_bytes(p: &Packed, dims: &Dimensions) -> usize {
+    let dims_bytes: usize = dims.0.iter().map(|(k, v)| k.len() + v.len() + 24).sum();
+    96 + p.metric.name().len() + dims_bytes + p.values.len() * 20
+}
+
+/// Splits datums into requests within the API's count and size limits.
+pub fn batches(packed: Vec<Packed>, dims: &Dimensions) -> Vec<Vec<Packed>> {
+    let mut out: Vec<Vec<Packed>> = Vec::new();
+    let mut cur: Vec<Packed> = Vec::new();
+    let mut cur_bytes = 0;
+    for p in packed {
+        let b = estimated_bytes(&p, dims);
+        if !cur.is_empty()
+            && (cur.len() >= MAX_DATUMS_PER_REQUEST || cur_bytes + b > MAX_REQUEST_BYTES)
+        {
+            out.push(std::mem::take(&mut cur));
+            cur_bytes = 0;
+        }
+        cur_bytes += b;
+        cur.push(p);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn to_sdk(p: &Packed, dims: &Dimensions, storage_resolution: u8) -> MetricDatum {
+    let dimensions = dims
+        .0
+        .iter()
+        .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+        .collect();
+    MetricDatum::builder()
+        .metric_name(p.metric.name())
+        .set_dimensions(Some(dimensions))
+        .timestamp(DateTime::from_millis(p.timestamp_ms as i64))
+        .set_values(Some(p.values.clone()))
+        .set_counts(Some(p.counts.clone()))
+        .unit(StandardUnit::from(p.metric.unit().as_str()))
+        .storage_resolution(i32::from(storage_resolution))
+        .build()
+}
+
+/// Retries: the SDK's standard mode (exponential backoff with jitter; throttling and 5xx).
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(4)
+        .with_initial_backoff(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_secs(2))
+}
+
+/// Timeouts: short, so a slow or dead endpoint cannot hold a flush for long.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .read_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(15))
+        .build()
+}
+
+/// Builds the client: credentials, region and endpoint from the environment (Lambda provides
+/// them); rustls with ring for TLS.
+pub async fn build_client() -> Client {
+    use aws_smithy_http_client::{tls, Builder};
+    let http = Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(retry_config())
+        .timeout_config(timeout_config())
+        .load()
+        .await;
+    Client::new(&conf)
+}
+
+/// What one send did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendReport {
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub sent_values: u64,
+    pub failed_values: u64,
+}
+
+/// The sink: namespace, dimensions and the lazily built client.
+pub struct CloudWatchSink {
+    namespace: String,
+    dims: Dimensions,
+    storage_resolution: u8,
+    client: Option<Client>,
+}
+
+impl CloudWatchSink {
+    pub fn new(namespace: String, dims: Dimensions, storage_resolution: u8) -> Self {
+        CloudWatchSink {
+            namespace,
+            dims,
+            storage_resolution,
+            client: None,
+        }
+    }
+
+    /// A sink with a ready client (tests).
+    pub fn with_client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Sends every datum; failed requests are logged and their values counted as failed.
+    pub async fn send(&mut self, datums: &[Datum]) -> SendReport {
+        let mut report = SendReport::default();
+        if datums.is_empty() {
+            return report;
+        }
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let c = build_client().await;
+                self.client = Some(c.clone());
+                c
+            }
+        };
+        for batch in batches(pack(datums, self.storage_resolution), &self.dims) {
+            let values: u64 = batch.iter().map(Packed::value_count).sum();
+            let data = batch
+                .iter()
+                .map(|p| to_sdk(p, &self.dims, self.storage_resolution))
+                .collect();
+            report.requests += 1;
+            match client
+                .put_metric_data()
+                .namespace(&self.namespace)
+                .set_metric_data(Some(data))
+                .send()
+                .await
+            {
+                Ok(_) => report.sent_values += values,
+                Err(e) => {
+                    report.failed_requests += 1;
+                    report.failed_values += values;
+                    tracing::warn!(
+                        error = %DisplayErrorContext(&e),
+                        datums = batch.len(),
+                        "PutMetricData failed; values dropped"
+                    );
+                }
+            }
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DimensionSet;
+    use crate::metrics::METRICS;
+
+    fn dims() -> Dimensions {
+        Dimensions::new(DimensionSet::default(), "orders", "1")
+    }
+
+    fn d(metric: Metric, value: f64, t: u64) -> Datum {
+        Datum {
+            metric,
+            value,
+            timestamp_ms: t,
+        }
+    }
+
+    #[test]
+    fn repeated_values_pack_into_values_and_counts() {
+        let datums = [
+            d(Metric::MaxMemoryUsed, 96.0, 1_000),
+            d(Metric::MaxMemoryUsed, 96.0, 2_000),
+            d(Metric::MaxMemoryUsed, 97.0, 3_000),
+            d(Metric::Duration, 5.0, 4_000),
+            d(Metric::Duration, 5.0, 61_000),
+        ];
+        let p = pack(&datums, 60);
+        assert_eq!(p.len(), 3);
+        let mm = p
+            .iter()
+            .find(|p| p.metric == Metric::MaxMemoryUsed)
+            .unwrap();
+        assert_eq!(mm.values, vec![96.0, 97.0]);
+        assert_eq!(mm.counts, vec![2.0, 1.0]);
+        assert_eq!(mm.timestamp_ms, 0);
+        assert_eq!(mm.value_count(), 3);
+        assert_eq!(p.iter().map(Packed::value_count).sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn more_than_150_distinct_values_split_datums() {
+        let datums: Vec<Datum> = (0..400)
+            .map(|i| d(Metric::RuntimeRss, i as f64, 0))
+            .collect();
+        let p = pack(&datums, 60);
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|p| p.values.len() <= MAX_VALUES_PER_DATUM));
+        assert_eq!(p.iter().map(Packed::value_count).sum::<u64>(), 400);
+    }
+
+    #[test]
+    fn batches_respect_count_and_size_limits() {
+        // 1,200 datums of one value each: split by count.
+        let small: Vec<Packed> = (0..1_200)
+            .map(|i| Packed {
+                metric: Metric::ALL[i % METRICS.len()],
+                timestamp_ms: i as u64 * 60_000,
+                values: vec![1.0],
+                counts: vec![1.0],
+            })
+            .collect();
+        let b = batches(small, &dims());
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![1_000, 200]);
+        // 1,000 datums of 150 values each: split by size.
+        let big: Vec<Packed> = (0..1_000)
+            .map(|i| Packed {
+                metric: Metric::RuntimeRss,
+                timestamp_ms: i as u64 * 60_000,
+                values: (0..150).map(f64::from).collect(),
+                counts: vec![1.0; 150],
+            })
+            .collect();
+        let b = batches(big, &dims());
+        assert!(b.len() > 1);
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 1_000);
+        for batch in &b {
+            assert!(batch.len() <= MAX_DATUMS_PER_REQUEST);
+            let bytes: usize = batch.iter().map(|p| estimated_bytes(p, &dims())).sum();
+            assert!(bytes <= MAX_REQUEST_BYTES, "{bytes}");
+        }
+        assert!(batches(vec![], &dims()).is_empty());
+    }
+
+    #[test]
+    fn sdk_datum_carries_unit_dimensions_and_resolution() {
+        let p = &pack(&[d(Metric::MemorySize, 128.0, 120_500)], 1)[0];
+        let m = to_sdk(p, &dims(), 1);
+        assert_eq!(m.metric_name(), Some("MemorySize"));
+        assert_eq!(m.unit(), Some(&StandardUnit::Megabytes));
+        assert_eq!(m.storage_resolution(), Some(1));
+        assert_eq!(m.values(), &[128.0]);
+        assert_eq!(m.counts(), &[1.0]);
+        assert_eq!(m.timestamp().map(|t| t.to_millis().unwrap()), Some(120_000));
+        assert_eq!(m.dimensions()[0].name(), Some("FunctionName"));
+        assert_eq!(m.dimensions()[0].value(), Some("orders"));
+    }
+}

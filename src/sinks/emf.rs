@@ -1,0 +1,219 @@
+//! Embedded Metric Format: JSON lines on stdout that CloudWatch Logs turns into metrics.
+//!
+//! Limits honoured: ≤ 100 metrics per line, ≤ 100 values per metric array, ≤ 30 dimensions.
+
+use serde_json::{json, Map, Value};
+
+use super::group;
+use crate::metrics::{Datum, Dimensions};
+
+/// EMF: metrics per document.
+pub const MAX_METRICS_PER_LINE: usize = 100;
+/// EMF: values per metric array.
+pub const MAX_VALUES_PER_METRIC: usize = 100;
+
+/// Renders datums as EMF lines (one JSON object each, no newline inside).
+pub fn lines(
+    namespace: &str,
+    dims: &Dimensions,
+    datums: &[Datum],
+    storage_resolution: u8,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let dim_names: Vec<&str> = dims.0.iter().map(|(k, _)| k.as_str()).collect();
+    for (bucket, metrics) in group(datums, storage_resolution) {
+        let rounds = metrics
+            .values()
+            .map(|v| v.len().div_ceil(MAX_VALUES_PER_METRIC))
+            .max()
+            .unwrap_or(0);
+        for round in 0..rounds {
+            let in_round: Vec<_> = metrics
+                .iter()
+                .filter_map(|(m, vals)| {
+                    let chunk = vals.chunks(MAX_VALUES_PER_METRIC).nth(round)?;
+                    Some((*m, chunk))
+                })
+                .collect();
+            for part in in_round.chunks(MAX_METRICS_PER_LINE) {
+                let mut doc = Map::new();
+                let defs: Vec<Value> = part
+                    .iter()
+                    .map(|(m, _)| {
+                        json!({"Name": m.name(), "Unit": m.unit().as_str(),
+                               "StorageResolution": storage_resolution})
+                    })
+                    .collect();
+                doc.insert(
+                    "_aws".into(),
+                    json!({
+                        "Timestamp": bucket,
+                        "CloudWatchMetrics": [{
+                            "Namespace": namespace,
+                            "Dimensions": [dim_names],
+                            "Metrics": defs,
+                        }]
+                    }),
+                );
+                for (k, v) in &dims.0 {
+                    doc.insert(k.clone(), Value::String(v.clone()));
+                }
+                for (m, vals) in part {
+                    let v = if vals.len() == 1 {
+                        json!(vals[0])
+                    } else {
+                        json!(vals)
+                    };
+                    doc.insert(m.name().to_string(), v);
+                }
+                out.push(Value::Object(doc).to_string());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DimensionSet;
+    use crate::metrics::{Metric, METRICS};
+
+    /// Checks one line against the EMF specification's limits and structure.
+    pub(crate) fn validate(line: &str) -> Result<Value, String> {
+        if line.len() > 1_000_000 || line.contains('\n') {
+            return Err("too long or multi-line".into());
+        }
+        let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let aws = &v["_aws"];
+        aws["Timestamp"].as_u64().ok_or("Timestamp")?;
+        let directives = aws["CloudWatchMetrics"]
+            .as_array()
+            .ok_or("CloudWatchMetrics")?;
+        for d in directives {
+            d["Namespace"].as_str().ok_or("Namespace")?;
+            for set in d["Dimensions"].as_array().ok_or("Dimensions")? {
+                let set = set.as_array().ok_or("dimension set")?;
+                if set.len() > 30 {
+                    return Err("> 30 dimensions".into());
+                }
+                for name in set {
+                    let name = name.as_str().ok_or("dimension name")?;
+                    v[name]
+                        .as_str()
+                        .ok_or(format!("dimension {name} has no string value"))?;
+                }
+            }
+            let metrics = d["Metrics"].as_array().ok_or("Metrics")?;
+            if metrics.len() > MAX_METRICS_PER_LINE {
+                return Err("> 100 metrics".into());
+            }
+            for m in metrics {
+                let name = m["Name"].as_str().ok_or("Name")?;
+                let val = &v[name];
+                let n = match val {
+                    Value::Number(_) => 1,
+                    Value::Array(a) if a.iter().all(Value::is_number) => a.len(),
+                    _ => return Err(format!("metric {name} has no numeric value")),
+                };
+                if n == 0 || n > MAX_VALUES_PER_METRIC {
+                    return Err(format!("metric {name} has {n} values"));
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn dims() -> Dimensions {
+        Dimensions::new(
+            DimensionSet {
+                function_version: true,
+            },
+            "orders",
+            "$LATEST",
+        )
+    }
+
+    #[test]
+    fn one_invocation_gives_one_valid_line() {
+        let datums: Vec<Datum> = [(Metric::MaxMemoryUsed, 96.0), (Metric::Duration, 12.5)]
+            .iter()
+            .map(|(m, v)| Datum {
+                metric: *m,
+                value: *v,
+                timestamp_ms: 1_764_000_012_345,
+            })
+            .collect();
+        let lines = lines("NS", &dims(), &datums, 60);
+        assert_eq!(lines.len(), 1);
+        let v = validate(&lines[0]).unwrap();
+        assert_eq!(v["_aws"]["Timestamp"], 1_764_000_000_000u64);
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "NS");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["FunctionName", "FunctionVersion"]])
+        );
+        assert_eq!(v["MaxMemoryUsed"], 96.0);
+        assert_eq!(v["FunctionName"], "orders");
+        let m = &v["_aws"]["CloudWatchMetrics"][0]["Metrics"];
+        assert!(m
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["Name"] == "Duration" && d["Unit"] == "Milliseconds"));
+    }
+
+    #[test]
+    fn many_values_split_into_arrays_of_at_most_100() {
+        let datums: Vec<Datum> = (0..250)
+            .flat_map(|i| {
+                METRICS.iter().enumerate().map(move |(k, _)| Datum {
+                    metric: Metric::ALL[k],
+                    value: i as f64,
+                    timestamp_ms: 1_764_000_000_000 + i,
+                })
+            })
+            .collect();
+        let lines = lines("NS", &dims(), &datums, 60);
+        assert_eq!(lines.len(), 3, "250 values → 100 + 100 + 50");
+        let mut total = 0;
+        for l in &lines {
+            let v = validate(l).unwrap();
+            for m in Metric::ALL {
+                total += v[m.name()].as_array().map_or(1, Vec::len);
+            }
+        }
+        assert_eq!(total, 250 * METRICS.len(), "no value lost");
+    }
+
+    #[test]
+    fn different_minutes_give_different_lines_and_high_resolution_uses_seconds() {
+        let d = |t| Datum {
+            metric: Metric::Duration,
+            value: 1.0,
+            timestamp_ms: t,
+        };
+        let datums = [d(0), d(59_999), d(60_000)];
+        assert_eq!(lines("NS", &dims(), &datums, 60).len(), 2);
+        let hi = lines("NS", &dims(), &datums, 1);
+        assert_eq!(hi.len(), 3);
+        let v = validate(&hi[0]).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["StorageResolution"],
+            1
+        );
+    }
+
+    #[test]
+    fn validator_rejects_broken_documents() {
+        assert!(validate("{}").is_err());
+        let too_many = format!(
+            r#"{{"_aws":{{"Timestamp":1,"CloudWatchMetrics":[{{"Namespace":"n","Dimensions":[[]],"Metrics":[{{"Name":"a"}}]}}]}},"a":[{}]}}"#,
+            vec!["1"; 101].join(",")
+        );
+        assert!(validate(&too_many).is_err());
+        let no_dim = r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"n","Dimensions":[["F"]],"Metrics":[]}]}}"#;
+        assert!(validate(no_dim).is_err());
+        assert!(lines("NS", &dims(), &[], 60).is_empty());
+    }
+}
