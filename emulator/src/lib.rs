@@ -24,10 +24,17 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 mod config;
+mod env;
+mod process;
+mod server;
+mod state;
+pub mod telemetry;
 mod types;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 pub use config::EmulatorConfig;
 pub use types::{
@@ -35,19 +42,63 @@ pub use types::{
     ShutdownReason, ShutdownReport, TelemetryEvent,
 };
 
+use state::{Shared, SharedRef};
+
 /// One running execution environment and its API server.
 pub struct Emulator {
+    shared: SharedRef,
     addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
+    /// Invocations run one at a time, like in one Lambda execution environment.
+    busy: tokio::sync::Mutex<()>,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 impl Emulator {
     /// Binds the API server, starts the extensions, waits until each registered and called
     /// `/next`, starts the runtime and waits until it asks for its first event (the init phase).
-    /// A failed init is not an `Err`: it is reported by [`Emulator::last_init`] and telemetry, and
-    /// the next [`Emulator::invoke`] re-initialises, like Lambda.
-    pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
-        let _ = config;
-        Err(EmulatorError::Config("not implemented yet".into()))
+    /// A failed init is not an `Err`: it is reported by [`Emulator::last_init`] and telemetry, the
+    /// environment is reset, and the next [`Emulator::invoke`] re-initialises, like Lambda.
+    /// `Err` means the emulator itself could not run (bind, spawn, unreadable directories).
+    pub async fn start(mut config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        if config.memory_mb == 0 {
+            return Err(EmulatorError::Config("memory_mb must be > 0".into()));
+        }
+        if config.runtime_argv().is_empty() {
+            return Err(EmulatorError::Config("empty runtime command".into()));
+        }
+        // Absolute paths: the runtime runs in the function dir and PYTHONPATH must not depend on it.
+        config.function_dir = absolute(&config.function_dir);
+        config.layer_dirs = config.layer_dirs.iter().map(|p| absolute(p)).collect();
+        config.extensions_dir = config.extensions_dir.as_deref().map(absolute);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let shared = Shared::new(config);
+        let server = tokio::spawn(server::serve(listener, shared.clone()));
+        let sampler = tokio::spawn(env::sampler(shared.clone()));
+        let emulator = Emulator {
+            shared,
+            addr,
+            server,
+            sampler,
+            busy: tokio::sync::Mutex::new(()),
+        };
+        env::init(&emulator.shared, &addr.to_string()).await?;
+        Ok(emulator)
     }
 
     /// `host:port` of the Runtime / Extensions / Telemetry APIs (`AWS_LAMBDA_RUNTIME_API`).
@@ -57,43 +108,74 @@ impl Emulator {
 
     /// Runs one invocation and returns when it is complete: the runtime responded (or failed)
     /// and every INVOKE-subscribed extension called `/next` again. `platform.report` is emitted
-    /// just before this returns. After a failure (crash, timeout, out of memory) the environment
-    /// is reset and the next call re-initialises.
+    /// just before this returns. After a failure (crash, timeout, out of memory, init error) the
+    /// environment is reset and the next call re-initialises (`cold_start`, `initDurationMs`).
     pub async fn invoke(&self, event: serde_json::Value) -> Result<InvokeOutcome, EmulatorError> {
-        let _ = event;
-        Err(EmulatorError::ShutDown)
+        let _busy = self.busy.lock().await;
+        env::invoke(&self.shared, &self.addr.to_string(), event).await
     }
 
     /// Sends SHUTDOWN (`deadlineMs` = now + `shutdown_timeout`), SIGTERMs the runtime, keeps the
     /// APIs up until every extension exited or the deadline passed, then SIGKILLs what is left.
     pub async fn shutdown(self, reason: ShutdownReason) -> Result<ShutdownReport, EmulatorError> {
-        let _ = reason;
-        Err(EmulatorError::ShutDown)
+        let _busy = self.busy.lock().await;
+        let (extensions, runtime_exit, duration) = env::shutdown_env(&self.shared, reason).await;
+        self.shared.lock().closed = true;
+        self.shared.bump();
+        Ok(ShutdownReport {
+            reason,
+            extensions,
+            runtime_exit,
+            duration,
+        })
     }
 
     /// Every telemetry record the emulator generated, in order (whether or not anyone subscribed).
     pub fn telemetry_emitted(&self) -> Vec<TelemetryEvent> {
-        Vec::new()
+        self.shared.lock().telemetry.clone()
     }
 
     /// Measurements of every extension process started so far (all generations), in start order.
     pub fn extension_stats(&self) -> Vec<ExtensionStats> {
-        Vec::new()
+        self.shared.lock().all_stats()
     }
 
     /// Lines printed (stdout and stderr) by the runtime or one extension, across all generations.
     pub fn output_lines(&self, source: OutputSource) -> Vec<String> {
-        let _ = source;
-        Vec::new()
+        self.shared
+            .lock()
+            .output
+            .get(&source)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The most recent init phase.
     pub fn last_init(&self) -> Option<InitInfo> {
-        None
+        self.shared.lock().last_init.clone()
     }
 
-    /// Current high-water mark of the summed RSS of runtime and extensions, in bytes.
+    /// Current high-water mark of the summed RSS of runtime and extensions, in bytes
+    /// (of the current environment; 0 after a reset until the next init).
     pub fn max_memory_used_bytes(&self) -> u64 {
-        0
+        self.shared.lock().hwm_bytes
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        // Never leave processes behind, even when shutdown() was not called.
+        let mut st = self.shared.lock();
+        st.closed = true;
+        for ext in st.extensions.iter().filter(|e| e.alive()) {
+            process::signal(ext.stats.pid, libc::SIGKILL);
+        }
+        if let (Some(pid), None) = (st.runtime.pid, &st.runtime.exit) {
+            process::signal(pid, libc::SIGKILL);
+        }
+        drop(st);
+        self.shared.bump();
+        self.server.abort();
+        self.sampler.abort();
     }
 }

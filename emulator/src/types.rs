@@ -227,7 +227,6 @@ fn ser_vec_ms<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Er
 }
 
 /// Milliseconds with microsecond precision, as Lambda writes `durationMs`.
-#[allow(dead_code)] // used by the implementation
 pub(crate) fn duration_ms(d: Duration) -> f64 {
     ms(d)
 }

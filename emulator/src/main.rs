@@ -1,0 +1,226 @@
+//! `lambda-emulator run ...`: run a function with its extensions in a local Lambda environment.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use lambda_emulator::{Emulator, EmulatorConfig, InvokeOutcome, ShutdownReason};
+
+#[derive(Parser)]
+#[command(
+    name = "lambda-emulator",
+    version,
+    about = "A local AWS Lambda execution environment with the Runtime, Extensions and Telemetry APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the extensions and the runtime, invoke N times, shut down, print what was measured.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Directory whose executables are started as extensions (like /opt/extensions).
+    #[arg(long)]
+    extensions_dir: Option<PathBuf>,
+    /// The function's code directory (LAMBDA_TASK_ROOT).
+    #[arg(long)]
+    function_dir: PathBuf,
+    /// Handler, `module.function`.
+    #[arg(long)]
+    handler: String,
+    /// Unpacked layer (like /opt): extensions/ is started, python/ goes on PYTHONPATH. Repeatable.
+    #[arg(long = "layer")]
+    layers: Vec<PathBuf>,
+    /// Number of invocations.
+    #[arg(long, default_value_t = 1)]
+    invocations: u32,
+    /// Event: inline JSON, or @path to a JSON file.
+    #[arg(long, default_value = "{}")]
+    event: String,
+    #[arg(long, default_value_t = 128)]
+    memory_mb: u32,
+    /// Function timeout in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    timeout_s: f64,
+    /// Function environment variable K=V. Repeatable.
+    #[arg(long = "env", value_parser = parse_kv)]
+    env: Vec<(String, String)>,
+    /// Python interpreter with awslambdaric.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    #[arg(long, default_value = "local-function")]
+    function_name: String,
+    /// Shutdown budget in milliseconds (Lambda: 2000).
+    #[arg(long, default_value_t = 2000)]
+    shutdown_timeout_ms: u64,
+    /// Print one JSON document (outcomes, telemetry-derived numbers, extension stats) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected K=V, got {s}"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(if std::env::var_os("LAMBDA_EMULATOR_DEBUG").is_some() {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::WARN
+        })
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Run(args) => rt.block_on(run(args)),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let event: serde_json::Value = match args.event.strip_prefix('@') {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+            serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?
+        }
+        None => serde_json::from_str(&args.event).context("--event is not JSON")?,
+    };
+    if !(args.timeout_s > 0.0 && args.timeout_s.is_finite()) {
+        bail!("--timeout-s must be positive");
+    }
+    let config = EmulatorConfig {
+        extensions_dir: args.extensions_dir,
+        function_dir: args.function_dir,
+        handler: args.handler,
+        layer_dirs: args.layers,
+        python: args.python,
+        memory_mb: args.memory_mb,
+        timeout: Duration::from_secs_f64(args.timeout_s),
+        function_name: args.function_name,
+        env: args.env,
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        // With --json the output lines are part of the document; otherwise echo them.
+        echo_output: !args.json,
+        ..EmulatorConfig::default()
+    };
+    let emulator = Emulator::start(config).await?;
+    let tty = std::io::stderr().is_terminal();
+    if let Some(init) = emulator.last_init() {
+        if !args.json {
+            eprintln!(
+                "init: {} in {:.1} ms{}",
+                init.status,
+                init.duration.as_secs_f64() * 1000.0,
+                init.error_type
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let mut outcomes: Vec<InvokeOutcome> = Vec::new();
+    for i in 1..=args.invocations {
+        let o = emulator.invoke(event.clone()).await?;
+        if !args.json {
+            let line = progress(i, args.invocations, &o);
+            if tty {
+                eprintln!("\x1b[1m{line}\x1b[0m");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        outcomes.push(o);
+    }
+    let telemetry = emulator.telemetry_emitted();
+    let runtime_output = emulator.output_lines(lambda_emulator::OutputSource::Runtime);
+    let all_exts = emulator.extension_stats();
+    let mut ext_output = serde_json::Map::new();
+    for e in &all_exts {
+        ext_output.insert(
+            e.name.clone(),
+            serde_json::json!(
+                emulator.output_lines(lambda_emulator::OutputSource::Extension(e.name.clone()))
+            ),
+        );
+    }
+    let report = emulator.shutdown(ShutdownReason::Spindown).await?;
+    if args.json {
+        let doc = serde_json::json!({
+            "invocations": outcomes,
+            "shutdown": report,
+            "extensions": all_exts_after(&all_exts, &report),
+            "telemetry": telemetry,
+            "output": {"runtime": runtime_output, "extensions": ext_output},
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for e in &report.extensions {
+            eprintln!(
+                "extension {}: register {} ms, first /next {} ms, post-runtime {:?} ms, peak RSS {:.1} MB, exit {}",
+                e.name,
+                opt_ms(e.spawn_to_register),
+                opt_ms(e.spawn_to_first_next),
+                e.post_runtime.iter().map(|d| (d.as_secs_f64() * 1e4).round() / 10.0).collect::<Vec<_>>(),
+                e.peak_rss_bytes as f64 / 1048576.0,
+                if e.exit.killed_at_deadline {
+                    "KILLED at the deadline".to_string()
+                } else {
+                    format!("after {} ms (code {:?}, signal {:?})", opt_ms(e.exit.exit_after_shutdown), e.exit.code, e.exit.signal)
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Stats of every extension, with the final state of the last generation from the shutdown report.
+fn all_exts_after(
+    before: &[lambda_emulator::ExtensionStats],
+    report: &lambda_emulator::ShutdownReport,
+) -> Vec<lambda_emulator::ExtensionStats> {
+    before
+        .iter()
+        .map(|e| {
+            report
+                .extensions
+                .iter()
+                .find(|r| r.pid == e.pid && r.generation == e.generation)
+                .cloned()
+                .unwrap_or_else(|| e.clone())
+        })
+        .collect()
+}
+
+fn opt_ms(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn progress(i: u32, n: u32, o: &InvokeOutcome) -> String {
+    format!(
+        "invoke {i}/{n}: {}{} {:.1} ms (runtime {:.1} ms), max memory {} MB{}",
+        o.status.as_str(),
+        o.error_type
+            .as_ref()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default(),
+        o.duration.as_secs_f64() * 1000.0,
+        o.runtime_duration.unwrap_or_default().as_secs_f64() * 1000.0,
+        o.max_memory_used_mb,
+        if o.cold_start { ", cold start" } else { "" }
+    )
+}

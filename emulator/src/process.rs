@@ -1,0 +1,114 @@
+//! Child processes: spawning with a clean environment, signals, `/proc` RSS.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use crate::EmulatorError;
+
+/// Environment variables kept from the emulator's own environment (everything else is cleared,
+/// like the fresh environment of a Lambda sandbox).
+const PASS_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER"];
+
+/// Starts `argv` in its own process group with piped stdout/stderr and exactly `env`
+/// (plus a few pass-through variables).
+pub fn spawn(
+    what: &str,
+    argv: &[String],
+    cwd: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<Child, EmulatorError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(EmulatorError::Config(format!("empty command for {what}")));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group: signals reach helpers the process started, and a Ctrl-C on the
+        // emulator's terminal does not hit the emulated processes directly.
+        .process_group(0)
+        .kill_on_drop(true);
+    for key in PASS_THROUGH {
+        if let Ok(v) = std::env::var(key) {
+            cmd.env(key, v);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.spawn().map_err(|source| EmulatorError::Spawn {
+        what: what.to_string(),
+        program: program.clone(),
+        source,
+    })
+}
+
+/// Sends `sig` to the process group led by `pid` (and to `pid` itself, in case it left it).
+pub fn signal(pid: u32, sig: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; errors (ESRCH) are expected and ignored.
+    unsafe {
+        libc::kill(-pid, sig);
+        libc::kill(pid, sig);
+    }
+}
+
+/// Resident set size of `pid` in bytes, from `/proc/<pid>/statm` (None if it is gone).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // A zombie (exited, not yet reaped) reads 0: that is no measurement.
+    (pages > 0).then(|| pages * page_size())
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf is always safe to call.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as u64
+    } else {
+        4096
+    }
+}
+
+/// Executable regular files directly in `dir`, sorted by name.
+pub fn executables_in(dir: &Path) -> Result<Vec<PathBuf>, EmulatorError> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries = std::fs::read_dir(dir).map_err(|source| EmulatorError::ExtensionsDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_rss_is_positive() {
+        let rss = rss_bytes(std::process::id()).unwrap_or(0);
+        assert!(rss > 1024 * 1024, "rss {rss}");
+        assert!(rss_bytes(u32::MAX).is_none());
+    }
+}
