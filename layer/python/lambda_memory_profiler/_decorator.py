@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import gc
 import heapq
@@ -25,6 +26,8 @@ SUSPECT_INTERVAL = 10
 # Past this many retained blocks, growth uses per-site mean sizes (bounded cost).
 MAX_SIZED_BLOCKS = 50000
 _THIS_FILE = __file__
+# Blocks attributed to these files are the measurement's own, never the handler's.
+_OWN_FILES = frozenset((__file__, _probes.__file__))
 
 _perf = time.perf_counter
 _wall = time.time
@@ -67,15 +70,19 @@ def _request_id(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return rid if isinstance(rid, str) else ""
 
 
-def _site_rows(snapshot: Any) -> list[tuple[str, int, int, int]]:
-    """(file, line, size, count) per allocation site, largest first, without our own blocks."""
+def _site_rows(snapshot: Any) -> tuple[list[tuple[str, int, int, int]], int]:
+    """(file, line, size, count) per allocation site, largest first, without the measurement's
+    own blocks; and the number of those own blocks allocated in this file."""
     rows = []
+    own = 0
     for st in snapshot.statistics("lineno"):
         frame = st.traceback[0]
-        if frame.filename == _THIS_FILE:
-            continue  # the decorator's own few objects (figures of this very measurement)
+        if frame.filename in _OWN_FILES:
+            if frame.filename == _THIS_FILE:
+                own += st.count
+            continue
         rows.append((frame.filename, frame.lineno, st.size, st.count))
-    return rows
+    return rows, own
 
 
 def _block_sizes(snapshot: Any, limit: int) -> list[int] | None:
@@ -84,42 +91,101 @@ def _block_sizes(snapshot: Any, limit: int) -> list[int] | None:
         raw = snapshot.traces._traces  # (domain, size, frames, ...): avoids a Trace per block
         if len(raw) > limit:
             return None
-        return [t[1] for t in raw if t[2][0][0] != _THIS_FILE]
+        return [t[1] for t in raw if t[2][0][0] not in _OWN_FILES]
     except Exception:
         return None
 
 
+_CONTAINERS = (list, tuple, set, frozenset)
+_SEPARATE_TABLE = (dict, list)
+_LEAVES = (str, bytes, int, float)  # non-empty ones keep their items in a block of their own
+
+
+def _result_blocks(
+    result: Any, get_tb: Callable[[Any], Any], limit: int = 256
+) -> tuple[int, int, list[int]]:
+    """Blocks and bytes of the return value allocated during the invocation.
+
+    The runtime frees the response right after the invocation: it is held at the end, but it is
+    not growth. Walks dicts, lists, tuples and sets, at most ``limit`` objects. Returns the block
+    count, the bytes, and the exact sizes of the leaves (str, bytes, numbers: no gc header).
+    """
+    seen = set()
+    stack = [result]
+    blocks = 0
+    size = 0
+    leaves: list[int] = []
+    while stack and len(seen) < limit:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if get_tb(o) is None:
+            continue  # older than the invocation (or a shared constant)
+        blocks += 1
+        n = sys.getsizeof(o)
+        size += n
+        t = type(o)
+        if t is dict:
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif t in _CONTAINERS:
+            stack.extend(o)
+        elif t in _LEAVES:
+            leaves.append(n)
+        if t in _SEPARATE_TABLE and o:
+            blocks += 1
+    return blocks, size, leaves
+
+
 def estimate_growth(
-    rows: list[tuple[str, int, int, int]], delta_blocks: int, sizes: list[int] | None = None
+    rows: list[tuple[str, int, int, int]],
+    delta_blocks: int,
+    sizes: list[int] | None = None,
+    result_blocks: int = 0,
+    result_bytes: int = 0,
+    result_leaves: list[int] | None = None,
 ) -> int:
     """Net growth of the heap from the retained blocks and the net change of the block count.
 
-    ``retained - delta`` older blocks were freed during the invocation. Each is assumed to have
-    been replaced by one of the smallest retained blocks (a list's items array reallocated, a
-    cache entry evicted for a new one of similar size), so the growth is the size of the
-    ``delta`` largest retained blocks. When more blocks were freed than retained, the heap
-    shrank: the retained memory is scaled by ``delta / retained`` (down to minus itself).
-    ``sizes`` gives each block's size; without it a site's blocks count at their mean size.
+    The return value's blocks are set aside first (the runtime frees them right after). Of the
+    R remaining retained blocks, Δ are net new; the other R - Δ replaced older blocks freed
+    during the invocation. Each freed block is taken to have been replaced by one of the
+    smallest retained blocks (a list's items array reallocated to grow, a small key for an
+    evicted one), so the growth is the size of the Δ largest retained blocks. When more blocks
+    were freed than retained, the heap shrank: the retained bytes are scaled by Δ / R (down to
+    minus themselves). ``sizes`` gives each block's size; without it, per-site means are used.
     """
-    retained_bytes = sum(r[2] for r in rows)
-    retained_blocks = sum(r[3] for r in rows)
-    if retained_blocks == 0:
-        return 0
-    if delta_blocks >= retained_blocks:
+    retained_bytes = sum(r[2] for r in rows) - result_bytes
+    retained_blocks = sum(r[3] for r in rows) - result_blocks
+    delta = delta_blocks - result_blocks
+    if retained_blocks <= 0 or retained_bytes <= 0:
+        return 0  # nothing retained besides the response: no growth
+    if delta >= retained_blocks:
         return retained_bytes
-    if delta_blocks <= 0:
-        return int(retained_bytes * max(delta_blocks / retained_blocks, -1.0))
-    if sizes is not None and len(sizes) == retained_blocks:
-        return sum(heapq.nlargest(delta_blocks, sizes))
+    if delta <= 0:
+        return int(retained_bytes * max(delta / retained_blocks, -1.0))
+    if sizes is not None:
+        pool = sizes
+        if result_leaves:
+            # Drop the response's own leaves (exact sizes) from the candidates.
+            left = collections.Counter(result_leaves)
+            pool = []
+            for n in sizes:
+                if left.get(n):
+                    left[n] -= 1
+                else:
+                    pool.append(n)
+        return min(retained_bytes, sum(heapq.nlargest(delta, pool)))
     growth = 0
-    left = delta_blocks
+    left_blocks = delta
     for _file, _line, size, count in sorted(rows, key=lambda r: r[2] / r[3], reverse=True):
-        take = count if count < left else left
+        take = count if count < left_blocks else left_blocks
         growth += size * take // count
-        left -= take
-        if left == 0:
+        left_blocks -= take
+        if left_blocks == 0:
             break
-    return growth
+    return min(retained_bytes, growth)
 
 
 class _Profiler:
@@ -163,28 +229,36 @@ class _Profiler:
             # The user's own session: never stop or reset it; work with differences.
             cur0, peak0 = tracemalloc.get_traced_memory()
             return ("shared", cur0, peak0)
-        blocks0 = _blocks()
+        blocks0 = _probes.heap_blocks()
         tracemalloc.start()
         return ("own", blocks0)
 
-    def trace_end(self, reason: str, tr: tuple[Any, ...]) -> tuple[dict[str, Any], int]:
+    def trace_end(
+        self, reason: str, tr: tuple[Any, ...], result: Any
+    ) -> tuple[dict[str, Any], int]:
         """Builds ``trace``; also returns the heap block count taken before the snapshot."""
         import tracemalloc
 
         top_n = self.opts.top
         if tr[0] == "own":
             try:
-                blocks1 = _blocks()
                 _cur, peak = tracemalloc.get_traced_memory()
+                blocks1 = _probes.heap_blocks()
                 snapshot = tracemalloc.take_snapshot()
+                res_blocks, res_bytes, res_leaves = (0, 0, [])
+                if result is not None:
+                    res_blocks, res_bytes, res_leaves = _result_blocks(
+                        result, tracemalloc.get_object_traceback
+                    )
             finally:
                 # statistics() is far cheaper once tracing is off; nothing else needs it on.
                 tracemalloc.stop()
-            rows = _site_rows(snapshot)
-            # -1: the integer holding the first count was allocated after that count.
-            delta = blocks1 - tr[1] - 1
+            rows, own = _site_rows(snapshot)
+            # Live blocks of this file (figures of this very measurement) are in the count but
+            # not the handler's; -1: the integer holding the first count was allocated after it.
+            delta = blocks1 - tr[1] - 1 - own
             sizes = None
-            if 0 < delta < sum(r[3] for r in rows):
+            if 0 < delta - res_blocks < sum(r[3] for r in rows) - res_blocks:
                 sizes = _block_sizes(snapshot, MAX_SIZED_BLOCKS)
             del snapshot
             trace: dict[str, Any] = {
@@ -193,7 +267,9 @@ class _Profiler:
                 "peak_bytes": peak,
                 "retained_bytes": sum(r[2] for r in rows),
                 "retained_blocks": sum(r[3] for r in rows),
-                "growth_bytes": estimate_growth(rows, delta, sizes),
+                "growth_bytes": estimate_growth(
+                    rows, delta, sizes, res_blocks, res_bytes, res_leaves
+                ),
                 "heap_blocks_delta": delta,
             }
         else:
@@ -201,7 +277,7 @@ class _Profiler:
             cur1, peak1 = tracemalloc.get_traced_memory()
             cur0, peak0 = tr[1], tr[2]
             snapshot = tracemalloc.take_snapshot()
-            rows = _site_rows(snapshot)
+            rows, _own = _site_rows(snapshot)
             del snapshot
             trace = {
                 "reason": reason,
@@ -232,12 +308,13 @@ def _finish(
     reason: str | None,
     tr: tuple[Any, ...] | None,
     exc: BaseException | None,
+    result: Any = None,
 ) -> None:
     trace = None
     blocks: int | None = None
     if tr is not None and reason is not None:
         try:
-            trace, blocks = prof.trace_end(reason, tr)
+            trace, blocks = prof.trace_end(reason, tr, result)
             _P.traced += 1
         except Exception:
             _P.errors += 1
@@ -262,8 +339,8 @@ def _finish(
         "request_id": _request_id(args, kwargs),
         "pid": os.getpid(),
         "runtime": RUNTIME,
-        "start_ms": round(start_ms, 1),
-        "duration_ms": round(duration_s * 1000.0, 3),
+        "start_ms": start_ms,
+        "duration_ms": duration_s * 1000.0,
         "cold_start": cold,
         "error_type": type(exc).__name__ if exc is not None else None,
         "rss_peak_bytes": rss_peak,
@@ -335,7 +412,7 @@ def _wrap(fn: F, opts: Options) -> F:
         t1 = _perf()
         _P.active = False
         try:
-            _finish(prof, args, kwargs, cold, start_ms, t1 - t0, gc0, reason, tr, None)
+            _finish(prof, args, kwargs, cold, start_ms, t1 - t0, gc0, reason, tr, None, result)
         except Exception:
             _P.errors += 1
         return result

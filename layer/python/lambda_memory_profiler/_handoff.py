@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from json.encoder import encode_basestring_ascii as _q
 from typing import Any
 
 MAX_DATAGRAM = 16384
@@ -27,28 +28,54 @@ _EMF_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("ascii")
+
+
+def _num(x: Any) -> str:
+    return "null" if x is None else str(int(x))
+
+
+def _fast(record: dict[str, Any], trace_json: str) -> bytes:
+    """The invocation record as JSON, a few times faster than the generic encoder."""
+    g = record["gc"]
+    err = record["error_type"]
+    return (
+        f'{{"v":{PROTOCOL_VERSION},"kind":"invocation","request_id":{_q(record["request_id"])},'
+        f'"pid":{int(record["pid"])},"runtime":{_q(record["runtime"])},'
+        f'"start_ms":{float(record["start_ms"]):.1f},'
+        f'"duration_ms":{float(record["duration_ms"]):.3f},'
+        f'"cold_start":{"true" if record["cold_start"] else "false"},'
+        f'"error_type":{"null" if err is None else _q(err)},'
+        f'"rss_peak_bytes":{_num(record["rss_peak_bytes"])},'
+        f'"rss_peak_scope":{_q(record["rss_peak_scope"])},'
+        f'"heap_blocks":{_num(record["heap_blocks"])},'
+        f'"gc":{{"collections":{_num(g["collections"])},"collected":{_num(g["collected"])},'
+        f'"uncollectable":{_num(g["uncollectable"])},"garbage":{_num(g["garbage"])}}},'
+        f'"trace":{trace_json}}}'
+    ).encode("ascii")
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    """Serializes a record, dropping the least significant allocation sites to fit a datagram."""
-    data = _dumps(record)
-    if len(data) <= MAX_DATAGRAM:
-        return data
+    """Serializes an invocation record, dropping the least significant allocation sites so
+    that it fits a datagram (``trace.top_truncated`` counts them)."""
     trace = record.get("trace")
-    if not trace or not trace.get("top"):
+    if trace is None:
+        return _fast(record, "null")
+    data = _fast(record, _ENCODER.encode(trace))
+    if len(data) <= MAX_DATAGRAM or not trace.get("top"):
         return data  # the core figures alone never come near the limit
     top: list[Any] = list(trace["top"])
-    dropped = 0
-    # Halve first (a few dumps), then drop one at a time: an oversized record is rare.
+    truncated = trace.get("top_truncated", 0)
+    # Halve while long, then drop one at a time: an oversized record is rare.
     while top and len(data) > MAX_DATAGRAM:
         cut = len(top) // 2 if len(top) > 8 else len(top) - 1
-        dropped += len(top) - cut
+        truncated += len(top) - cut
         top = top[:cut]
-        trace = dict(trace, top=top, top_truncated=trace.get("top_truncated", 0) + dropped)
-        data = _dumps(dict(record, trace=trace))
-        dropped = 0
+        data = _fast(record, _ENCODER.encode(dict(trace, top=top, top_truncated=truncated)))
     return data
 
 
