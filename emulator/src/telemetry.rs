@@ -320,4 +320,139 @@ mod tests {
         assert!(parse_subscription(wrong_type.as_bytes()).is_err());
         assert!(parse_subscription(b"not json").is_err());
     }
+
+    /// A loopback listener that records the body of every POST it answers (with `status`).
+    async fn listener(status: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<Value>>>>) {
+        use hyper::service::service_fn;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let got2 = got.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let got = got2.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let got = got.clone();
+                        async move {
+                            let b = req.into_body().collect().await.unwrap().to_bytes();
+                            let v: Vec<Value> = serde_json::from_slice(&b).unwrap();
+                            got.lock().unwrap().push(v);
+                            let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (port, got)
+    }
+
+    fn sub(port: u16, max_items: usize, max_bytes: usize, timeout_ms: u64) -> Subscription {
+        Subscription {
+            types: vec!["platform".into()],
+            max_items,
+            max_bytes,
+            timeout: Duration::from_millis(timeout_ms),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            host_header: format!("sandbox.localdomain:{port}"),
+            path: "/".into(),
+        }
+    }
+
+    fn record(i: usize, pad: usize) -> String {
+        serde_json::json!({"time": "t", "type": "function", "record": format!("{i}:{}", "x".repeat(pad))})
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn batches_are_cut_at_max_items() {
+        let (port, got) = listener(200).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(deliver_loop(
+            sub(port, 1000, 1_048_576, 30_000),
+            "t".into(),
+            rx,
+        ));
+        for i in 0..2500 {
+            tx.send(Msg::Record(record(i, 1))).unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        let sizes: Vec<usize> = got.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        let all: Vec<String> = got
+            .lock()
+            .unwrap()
+            .concat()
+            .iter()
+            .map(|r| r["record"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(all.len(), 2500);
+        assert!(
+            all[0].starts_with("0:") && all[2499].starts_with("2499:"),
+            "order kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn batches_never_exceed_max_bytes() {
+        let (port, got) = listener(200).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(deliver_loop(
+            sub(port, 10_000, 262_144, 30_000),
+            "t".into(),
+            rx,
+        ));
+        for i in 0..100 {
+            tx.send(Msg::Record(record(i, 10_000))).unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        let batches = got.lock().unwrap().clone();
+        assert!(batches.len() >= 4, "{} batches", batches.len());
+        for b in &batches {
+            assert!(serde_json::to_string(b).unwrap().len() <= 262_144);
+        }
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_partial_batch_is_sent_after_timeout_ms_without_any_flush() {
+        let (port, got) = listener(200).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(deliver_loop(sub(port, 1000, 262_144, 25), "t".into(), rx));
+        for i in 0..3 {
+            tx.send(Msg::Record(record(i, 1))).unwrap();
+        }
+        let mut delivered = 0;
+        for _ in 0..500 {
+            delivered = got.lock().unwrap().iter().map(Vec::len).sum::<usize>();
+            if delivered == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(delivered, 3);
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_refusing_listener_gets_bounded_retries() {
+        let (port, got) = listener(500).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(deliver_loop(sub(port, 1000, 262_144, 25), "t".into(), rx));
+        tx.send(Msg::Record(record(1, 1))).unwrap();
+        let (done_tx, done_rx) = oneshot::channel();
+        tx.send(Msg::Flush(done_tx)).unwrap();
+        done_rx.await.unwrap();
+        assert_eq!(got.lock().unwrap().len(), MAX_ATTEMPTS as usize);
+        drop(tx);
+        task.await.unwrap();
+    }
 }

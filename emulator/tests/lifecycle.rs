@@ -521,3 +521,33 @@ async fn an_import_error_fails_init_and_is_retried_on_invoke() {
         .await
         .expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_contributes_an_extension_and_python_modules() {
+    let bed = Bed::new("layer");
+    bed.extension("direct", "no-telemetry");
+    let layer = bed.layer("from-layer", "no-telemetry");
+    let mut config = bed.config();
+    config.layer_dirs = vec![layer];
+    let emu = Emulator::start(config).await.expect("start");
+    let o = emu
+        .invoke(json!({"action": "layer"}))
+        .await
+        .expect("invoke");
+    assert_eq!(o.status, InvokeStatus::Success, "{o:?}");
+    let resp = o.response.expect("response");
+    assert_eq!(resp["from_layer"], "from the layer");
+    let pythonpath = resp["pythonpath"].as_str().expect("PYTHONPATH");
+    let parts: Vec<&str> = pythonpath.split(':').collect();
+    assert!(
+        parts[0].ends_with("/layer/python") && parts[1].ends_with("/fn"),
+        "{pythonpath}"
+    );
+    let report = emu
+        .shutdown(ShutdownReason::Spindown)
+        .await
+        .expect("shutdown");
+    let names: Vec<&str> = report.extensions.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, vec!["direct", "from-layer"]);
+    assert!(report.extensions.iter().all(|e| e.exit.code == Some(0)));
+}

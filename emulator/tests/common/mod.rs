@@ -72,6 +72,10 @@ def main(event, context):
         return "late"
     if action == "raise":
         raise ValueError("boom")
+    if action == "layer":
+        import layermod
+
+        return {"from_layer": layermod.VALUE, "pythonpath": os.environ.get("PYTHONPATH")}
     names = ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "MY_VAR",
              "AWS_LAMBDA_MAX_CONCURRENCY", "LAMBDA_TASK_ROOT", "_HANDLER"]
     return {
@@ -201,6 +205,28 @@ impl Bed {
         std::fs::write(&path, script).expect("extension script");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         self
+    }
+
+    /// Adds an unpacked layer (`layer/`): `python/layermod.py` and an extension in `extensions/`.
+    pub fn layer(&self, ext_name: &str, mode: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let layer = self.dir.path().join("layer");
+        std::fs::create_dir_all(layer.join("python")).expect("layer python");
+        std::fs::create_dir_all(layer.join("extensions")).expect("layer extensions");
+        std::fs::write(
+            layer.join("python/layermod.py"),
+            "VALUE = 'from the layer'\n",
+        )
+        .expect("module");
+        let path = layer.join("extensions").join(ext_name);
+        let script = format!(
+            "#!{} -u\n{}",
+            python().display(),
+            EXTENSION.replace("__MODE__", mode)
+        );
+        std::fs::write(&path, script).expect("extension script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        layer
     }
 
     pub fn config(&self) -> EmulatorConfig {
