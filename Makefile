@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 # Python folders that exist in this checkout (ruff fails on a missing path).
 PY_DIRS := $(wildcard layer tests bench examples scripts)
 
-.PHONY: all build test lint rust-test py-test venv localstack clean
+.PHONY: all build test lint rust-test py-test py-test-matrix bench-decorator venv localstack clean
 
 all: build
 
@@ -39,7 +39,15 @@ rust-test: venv localstack
 py-test: venv
 	$(VPY) -m pytest -q tests/python
 
-test: lint rust-test py-test
+# The decorator's suite on every CPython >= 3.9 under ~/.pyenv/versions (absent ones skipped).
+py-test-matrix:
+	tests/python/run_matrix.sh
+
+# Time added per call by the decorator vs the tutorial decorator (BENCHMARKS.md, Decorator).
+bench-decorator: venv
+	$(VPY) bench/decorator_overhead.py
+
+test: lint rust-test py-test py-test-matrix
 
 clean:
 	cargo clean

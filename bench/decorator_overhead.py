@@ -24,7 +24,8 @@ import time
 import tracemalloc
 from typing import Any, Callable
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "layer", "python"))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(_HERE, "..", "layer", "python"))
 
 from lambda_memory_profiler import memory_profile, stats  # noqa: E402
 from lambda_memory_profiler._config import DEFAULT_SAMPLE_RATE  # noqa: E402

@@ -8,9 +8,7 @@ import gc
 import statistics
 
 from conftest import MiB, check_invocation
-
 from lambda_memory_profiler import memory_profile
-
 
 
 def test_leak_of_10_mib_per_call_is_retention_and_growth(intake):
