@@ -32,14 +32,14 @@ class Intake:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(5.0)
         self.port: int = self.sock.getsockname()[1]
-        self.sizes: list[int] = []
+        self.max_size = 0  # a number, not a list: the intake must not grow the heap itself
         self.hellos: list[dict[str, Any]] = []
 
     def next(self) -> dict[str, Any]:
         """The next invocation record (hello records are kept aside)."""
         while True:
             data = self.sock.recv(65536)
-            self.sizes.append(len(data))
+            self.max_size = max(self.max_size, len(data))
             rec = json.loads(data.decode("utf-8"))
             if rec.get("kind") == "hello":
                 self.hellos.append(rec)

@@ -148,18 +148,19 @@ class Options:
 
 def _check(name: str, value: object, parse: Callable[[str], T]) -> T:
     """Validates an explicit keyword argument with the same rules as its variable."""
-    if isinstance(value, bool) and parse is not _parse_bool:
-        raise TypeError(f"memory_profile: {name} must not be a bool")
+    if parse is _parse_bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"memory_profile: {name} must be a bool, not {value!r}")
+        return value  # type: ignore[return-value]
+    wants_str = parse in (_parse_namespace, _parse_dimensions)
+    if isinstance(value, bool) or (
+        not isinstance(value, str) if wants_str else not isinstance(value, (int, float))
+    ):
+        raise TypeError(f"memory_profile: bad type for {name}: {value!r}")
     try:
-        if parse is _parse_bool:
-            if not isinstance(value, bool):
-                raise ValueError("expected a bool")
-            return value  # type: ignore[return-value]
-        if parse in (_parse_namespace, _parse_dimensions) and not isinstance(value, str):
-            raise ValueError("expected a string")
         return parse(str(value))
     except ValueError as exc:
-        # A wrong argument is a programming error caught at import time, not at invocation.
+        # A wrong argument is a programming error: it fails at import, not at invocation.
         raise ValueError(f"memory_profile: bad {name}={value!r}: {exc}") from None
 
 

@@ -471,8 +471,10 @@ def memory_profile(
         "disable": disable,
     }
 
+    opts = resolve(overrides)  # now: a bad option fails where it is written
+
     def decorate(f: F) -> F:
-        return _wrap(f, resolve(overrides))
+        return _wrap(f, opts)
 
     if fn is not None:
         if not callable(fn):

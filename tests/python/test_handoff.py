@@ -1,0 +1,145 @@
+"""Hand-off: datagram limits, the EMF fallback without an extension, configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import check_emf, check_invocation, free_udp_port, protocol_example
+from lambda_memory_profiler import _handoff, memory_profile
+from lambda_memory_profiler._config import resolve
+
+
+def test_protocol_example_round_trips_through_the_encoder():
+    example = protocol_example("invocation")
+    decoded = json.loads(_handoff.encode(example))
+    assert decoded == example
+    check_invocation(decoded)
+    untraced = dict(example, trace=None, error_type="ValueError", rss_peak_bytes=None)
+    assert json.loads(_handoff.encode(untraced)) == untraced
+
+
+def test_encoder_escapes_strings():
+    example = protocol_example("invocation")
+    odd = dict(example, request_id='quote " back \\ ctl \x01 é', error_type="Ünïcode")
+    assert json.loads(_handoff.encode(odd)) == odd
+
+
+def _many_sites(n: int, name_len: int) -> str:
+    """Source of a handler allocating from n distinct lines of a long-named file."""
+    lines = ["def handler(event, context):", "    keep = []"]
+    for i in range(n):
+        lines.append(f"    keep.append(bytearray({1000 + i}))")
+    lines.append("    KEPT.append(keep)")
+    lines.append("    return None")
+    return "\n".join(lines)
+
+
+def test_oversized_record_drops_the_smallest_sites_to_fit(intake):
+    namespace = {"KEPT": []}
+    filename = "/var/task/" + "deeply/nested/" * 20 + "handler.py"
+    exec(compile(_many_sites(100, len(filename)), filename, "exec"), namespace)
+    handler = memory_profile(sample_rate=1.0, top=100, intake_port=intake.port)(
+        namespace["handler"]
+    )
+    handler({}, None)
+    rec = intake.next()
+    check_invocation(rec)
+    assert intake.max_size <= _handoff.MAX_DATAGRAM
+    t = rec["trace"]
+    assert t["top_truncated"] > 0
+    assert len(t["top"]) + t["top_truncated"] >= 100
+    sizes = [s["size"] for s in t["top"]]
+    assert sizes == sorted(sizes, reverse=True)
+    # The largest sites survive: the kept ones are the biggest allocations.
+    assert min(sizes) >= 1000 + t["top_truncated"] - 1
+
+
+def test_without_extension_each_invocation_prints_one_emf_line(capfd, lmp_env):
+    lmp_env.setenv("LMP_NAMESPACE", "TestSpace")
+    lmp_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-api")
+    port = free_udp_port()  # nobody listens there
+
+    @memory_profile(sample_rate=1.0, intake_port=port)
+    def handler(event, context):
+        return [bytes(2000) for _ in range(10)]
+
+    capfd.readouterr()
+    for _ in range(3):
+        handler({}, None)
+    out = capfd.readouterr().out.splitlines()
+    # None lost: the record whose send revealed the absence was printed as well.
+    assert len(out) == 3, out
+    for line in out:
+        doc = check_emf(line, "TestSpace")
+        assert doc["FunctionName"] == "orders-api"
+        assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["FunctionName"]]
+        assert doc["PythonHeapPeak"] >= 20000
+        assert doc["Duration"] >= 0 and doc["ColdStart"] == 0
+        assert isinstance(doc["TopSites"], list) and doc["TopSites"]
+        assert doc["TopSites"][0]["file"] == __file__
+        assert doc["RequestId"] == ""
+
+
+def test_emf_line_honours_dimensions_and_resolution(capfd, lmp_env):
+    lmp_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-api")
+    lmp_env.setenv("AWS_LAMBDA_FUNCTION_VERSION", "7")
+    lmp_env.setenv("LMP_DIMENSIONS", "FunctionName,FunctionVersion")
+    lmp_env.setenv("LMP_STORAGE_RESOLUTION", "1")
+
+    @memory_profile(trace=False, intake_port=free_udp_port())
+    def handler(event, context):
+        return None
+
+    capfd.readouterr()
+    handler({}, None)
+    handler({}, None)
+    lines = capfd.readouterr().out.splitlines()
+    assert len(lines) == 2
+    doc = check_emf(lines[-1], "LambdaMemoryProfiler")
+    d = doc["_aws"]["CloudWatchMetrics"][0]
+    assert d["Dimensions"] == [["FunctionName", "FunctionVersion"]]
+    assert doc["FunctionVersion"] == "7"
+    assert all(m["StorageResolution"] == 1 for m in d["Metrics"])
+    names = {m["Name"] for m in d["Metrics"]}
+    # Untraced: no heap figures, never zeros in their place.
+    assert "PythonHeapPeak" not in names and "PythonHeapPeak" not in doc
+    assert {"Duration", "GcCollections", "RuntimeRssPeak"} <= names
+
+
+def test_bad_environment_values_warn_once_and_use_defaults(capfd, lmp_env):
+    lmp_env.setenv("LMP_SAMPLE_RATE", "lots")
+    lmp_env.setenv("LMP_TOP", "-1")
+    lmp_env.setenv("LMP_INTAKE_PORT", "70000")
+    lmp_env.setenv("LMP_TRACE", "maybe")
+    capfd.readouterr()
+    a = resolve({})
+    b = resolve({})
+    err = capfd.readouterr().err
+    for name in ("LMP_SAMPLE_RATE", "LMP_TOP", "LMP_INTAKE_PORT", "LMP_TRACE"):
+        assert err.count(name) == 1, err
+    assert a.sample_rate == b.sample_rate == 0.01
+    assert a.top == 10 and a.intake_port == 4243 and a.trace is True
+
+
+def test_environment_gives_defaults_and_arguments_win(lmp_env):
+    lmp_env.setenv("LMP_SAMPLE_RATE", "0.25")
+    lmp_env.setenv("LMP_TOP", "3")
+    lmp_env.setenv("LMP_TRACE", "off")
+    lmp_env.setenv("LMP_INTAKE_PORT", "5000")
+    o = resolve({})
+    assert (o.sample_rate, o.top, o.trace, o.intake_port) == (0.25, 3, False, 5000)
+    o = resolve({"sample_rate": 0.5, "top": 7, "trace": True})
+    assert (o.sample_rate, o.top, o.trace) == (0.5, 7, True)
+
+
+def test_bad_arguments_fail_at_decoration_time():
+    def handler(event, context):
+        return None
+
+    with pytest.raises(ValueError):
+        memory_profile(sample_rate=2.0)(handler)
+    with pytest.raises(ValueError):
+        memory_profile(top=-5)
+    with pytest.raises(TypeError):
+        memory_profile(trace="yes")
