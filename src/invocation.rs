@@ -109,6 +109,11 @@ impl Join {
         self.take_complete()
     }
 
+    /// True once any decorator record (or hello) arrived.
+    pub fn decorator_seen(&self) -> bool {
+        self.decorator_seen
+    }
+
     pub fn telemetry_active(&self) -> bool {
         self.telemetry_active
     }

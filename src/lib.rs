@@ -4,9 +4,19 @@
 //! Data flows one way: `sources` → `invocation` (the join) → `metrics` → `sinks`; `lifecycle`
 //! talks to the Extensions API and `flush` decides when the sinks send.
 
+pub mod agent;
 pub mod config;
+pub mod flush;
 pub mod invocation;
+pub mod lifecycle;
 pub mod metrics;
 pub mod sinks;
 pub mod sources;
 pub mod stats;
+
+/// Wall-clock time in epoch milliseconds (0 if the clock is before 1970).
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

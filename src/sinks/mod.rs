@@ -37,3 +37,112 @@ pub fn group(
     }
     groups
 }
+
+use crate::metrics::{self, Dimensions};
+use crate::sources::procfs;
+use crate::stats::{Counters, RateLimiter};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Writes one line to stdout. Errors (closed stdout) are ignored: logging must never kill us.
+pub fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// The configured sink.
+pub enum Sink {
+    CloudWatch(cloudwatch::CloudWatchSink),
+    Emf {
+        namespace: String,
+        dims: Dimensions,
+        storage_resolution: u8,
+    },
+}
+
+/// Commands for the sink worker.
+pub enum Command {
+    Data(Vec<Datum>),
+    /// Send everything buffered; the sender (if any) is told when done.
+    Flush(Option<oneshot::Sender<()>>),
+}
+
+/// Buffer fill (in values) at which the worker flushes on its own.
+pub const FLUSH_AT_VALUES: usize = 5_000;
+
+/// Owns the buffer and the sink; runs until the command channel closes.
+pub async fn worker(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Command>,
+    buffer_max: usize,
+    counters: Arc<Counters>,
+) {
+    let mut buf: Vec<Datum> = Vec::new();
+    let mut reported_drops = 0u64;
+    let mut warn = RateLimiter::new(Duration::from_secs(60));
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Data(d) => {
+                let room = buffer_max.saturating_sub(buf.len());
+                if d.len() > room {
+                    let lost = (d.len() - room) as u64;
+                    Counters::add(&counters.datums_dropped, lost);
+                    if let Some(s) = warn.check(Instant::now()) {
+                        tracing::warn!(lost, suppressed = s, "metric buffer full; values dropped");
+                    }
+                }
+                buf.extend(d.into_iter().take(room));
+                if buf.len() >= FLUSH_AT_VALUES.min(buffer_max) {
+                    flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;
+                }
+            }
+            Command::Flush(ack) => {
+                flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+        }
+    }
+}
+
+async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, reported: &mut u64) {
+    // Self-metrics ride along with data: an idle flush would cost a request for nothing.
+    if buf.is_empty() {
+        return;
+    }
+    let dropped = counters.dropped_total();
+    let now_ms = crate::epoch_ms();
+    let mut data = std::mem::take(buf);
+    data.extend(metrics::self_datums(
+        procfs::read_self().and_then(|m| m.rss),
+        dropped.saturating_sub(*reported),
+        now_ms,
+    ));
+    *reported = dropped;
+    match sink {
+        Sink::Emf {
+            namespace,
+            dims,
+            storage_resolution,
+        } => {
+            for line in emf::lines(namespace, dims, &data, *storage_resolution) {
+                print_line(&line);
+            }
+        }
+        Sink::CloudWatch(cw) => {
+            let r = cw.send(&data).await;
+            Counters::add(&counters.datums_dropped, r.failed_values);
+            tracing::debug!(
+                requests = r.requests,
+                sent = r.sent_values,
+                failed = r.failed_values,
+                "flushed"
+            );
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The event loop: lifecycle events, source events and flush timers in one task.
+//!
+//! `/next` is kept armed as a future so telemetry and intake events are joined while the
+//! extension waits; a flush runs in the sink worker, so a slow sink never delays `/next`.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, SinkKind};
+use crate::epoch_ms;
+use crate::flush::FlushPolicy;
+use crate::invocation::{InvocationProfile, Join, JoinConfig, SourceEvent};
+use crate::lifecycle::{ExtensionClient, LifecycleError, NextEvent, Subscription};
+use crate::metrics::{self, Dimensions};
+use crate::sinks::{self, cloudwatch::CloudWatchSink, Command, Sink};
+use crate::sources::{intake, telemetry};
+use crate::stats::Counters;
+
+type NextFuture = Pin<Box<dyn std::future::Future<Output = Result<NextEvent, LifecycleError>>>>;
+
+/// Capacity of the source → join channel; beyond it events are dropped and counted.
+const EVENT_CHANNEL: usize = 1024;
+/// Longest wait at SHUTDOWN for the last `platform.report`.
+const SHUTDOWN_REPORT_WAIT: Duration = Duration::from_millis(600);
+
+/// The extension's name: its executable's file name (Lambda requires them to match).
+pub fn extension_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "lambda-memory-profiler".to_string())
+}
+
+struct Agent {
+    cfg: Config,
+    join: Join,
+    policy: FlushPolicy,
+    sink_tx: mpsc::Sender<Command>,
+    function_name: String,
+    counters: Arc<Counters>,
+    evicted_seen: u64,
+}
+
+/// Runs the extension until SHUTDOWN; returns when everything is flushed (or the deadline came).
+pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
+    let api = std::env::var("AWS_LAMBDA_RUNTIME_API").context("AWS_LAMBDA_RUNTIME_API not set")?;
+    let mut client = ExtensionClient::new(&api);
+    let name = extension_name();
+    let reg = register_with_retry(&mut client, &name).await?;
+
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL);
+    match intake::bind(cfg.intake_port).await {
+        Ok(sock) => {
+            tokio::spawn(intake::run(sock, tx.clone(), counters.clone()));
+        }
+        Err(e) => tracing::error!(port = cfg.intake_port, error = %e,
+            "cannot bind the intake; continuing without decorator data"),
+    }
+    let mut join = Join::new(JoinConfig {
+        max_pending: cfg.max_pending,
+        pending_timeout: cfg.pending_timeout,
+    });
+    let telemetry_addr = start_telemetry(&client, &cfg, tx.clone(), &counters).await;
+    if telemetry_addr.is_none() {
+        join.set_telemetry_active(false);
+    }
+    drop(tx);
+    let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| reg.function_name.clone());
+    let dims = Dimensions::new(cfg.dimensions, &function_name, &reg.function_version);
+    let sink = match cfg.sink {
+        SinkKind::CloudWatch => Sink::CloudWatch(CloudWatchSink::new(
+            cfg.namespace.clone(),
+            dims,
+            cfg.storage_resolution,
+        )),
+        SinkKind::Emf => Sink::Emf {
+            namespace: cfg.namespace.clone(),
+            dims,
+            storage_resolution: cfg.storage_resolution,
+        },
+    };
+    let (sink_tx, sink_rx) = mpsc::channel(256);
+    tokio::spawn(sinks::worker(
+        sink,
+        sink_rx,
+        cfg.buffer_max,
+        counters.clone(),
+    ));
+    tracing::info!(
+        extension = %name,
+        function = %function_name,
+        intake_port = cfg.intake_port,
+        telemetry = ?telemetry_addr,
+        sink = ?cfg.sink,
+        flush = ?cfg.flush,
+        "ready"
+    );
+
+    let mut agent = Agent {
+        policy: FlushPolicy::new(cfg.flush),
+        cfg,
+        join,
+        sink_tx,
+        function_name,
+        counters,
+        evicted_seen: 0,
+    };
+    agent.event_loop(client, &mut rx).await;
+    Ok(())
+}
+
+async fn register_with_retry(
+    client: &mut ExtensionClient,
+    name: &str,
+) -> anyhow::Result<crate::lifecycle::Registration> {
+    let mut last = None;
+    for attempt in 0..3u64 {
+        match client.register(name).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "register failed");
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+            }
+        }
+    }
+    Err(anyhow::anyhow!("register failed: {last:?}"))
+}
+
+/// Binds the listener and subscribes. `None` when telemetry is unavailable (logged once).
+async fn start_telemetry(
+    client: &ExtensionClient,
+    cfg: &Config,
+    tx: mpsc::Sender<SourceEvent>,
+    counters: &Arc<Counters>,
+) -> Option<SocketAddr> {
+    let listener = match telemetry::bind().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot bind the telemetry listener; decorator data only");
+            return None;
+        }
+    };
+    let addr = listener.local_addr().ok()?;
+    tokio::spawn(telemetry::serve(listener, tx, counters.clone()));
+    let uri = format!(
+        "http://{}:{}{}",
+        telemetry::SANDBOX_HOST,
+        addr.port(),
+        telemetry::LISTENER_PATH
+    );
+    match client.subscribe(&uri, cfg.telemetry_timeout_ms).await {
+        Ok(Subscription::Active) => Some(addr),
+        Ok(Subscription::NotSupported(body)) => {
+            tracing::info!(%body, "telemetry not supported here; using decorator data only");
+            None
+        }
+        Ok(Subscription::Refused(status, body)) => {
+            tracing::warn!(status, %body, "telemetry subscription refused; decorator data only");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "telemetry subscription failed; decorator data only");
+            None
+        }
+    }
+}
+
+impl Agent {
+    async fn event_loop(&mut self, client: ExtensionClient, rx: &mut mpsc::Receiver<SourceEvent>) {
+        let arm = |c: &ExtensionClient| -> NextFuture {
+            let c = c.clone();
+            Box::pin(async move { c.next().await })
+        };
+        let mut next: Option<NextFuture> = Some(arm(&client));
+        // Set while an `end` flush waits for the current invocation to finish.
+        let mut awaiting_end: Option<(String, tokio::time::Instant)> = None;
+        let mut next_flush: Option<tokio::time::Instant> = None;
+        let mut next_errors = 0u32;
+        loop {
+            let end_deadline = awaiting_end.as_ref().map(|(_, d)| *d);
+            tokio::select! {
+                // ok: only polled when the guard holds, so `next` is Some.
+                ev = async { next.as_mut().expect("guarded").await }, if next.is_some() => {
+                    next = None;
+                    match ev {
+                        Ok(NextEvent::Invoke { request_id, deadline_ms }) => {
+                            next_errors = 0;
+                            let now = Instant::now();
+                            let done = self.join.on_invoke(&request_id, now, epoch_ms());
+                            self.publish(done).await;
+                            self.policy.on_invoke(now);
+                            if self.policy.flush_at_end(now) {
+                                // Give up waiting 50 ms before the function's own deadline.
+                                let left = deadline_ms.saturating_sub(epoch_ms() + 50);
+                                let d = tokio::time::Instant::now() + Duration::from_millis(left);
+                                awaiting_end = Some((request_id, d));
+                            } else {
+                                next = Some(arm(&client));
+                            }
+                        }
+                        Ok(NextEvent::Shutdown { reason, deadline_ms }) => {
+                            self.shutdown(rx, &reason, deadline_ms).await;
+                            return;
+                        }
+                        Ok(NextEvent::Other(t)) => {
+                            tracing::debug!(event = %t, "ignoring event");
+                            next = Some(arm(&client));
+                        }
+                        Err(e) => {
+                            // Never exit before SHUTDOWN: back off and ask again.
+                            next_errors = next_errors.saturating_add(1);
+                            tracing::warn!(error = %e, "event/next failed; retrying");
+                            let backoff = 50u64 << next_errors.min(5);
+                            tokio::time::sleep(Duration::from_millis(backoff)).await;
+                            next = Some(arm(&client));
+                        }
+                    }
+                }
+                Some(ev) = rx.recv() => {
+                    let done = self.join.on_event(ev, Instant::now(), epoch_ms());
+                    self.publish(done).await;
+                }
+                _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => {
+                    tracing::debug!("invocation end not seen before its deadline");
+                    awaiting_end = None;
+                    self.flush_and_wait(None).await;
+                    next = Some(arm(&client));
+                }
+                _ = sleep_until_opt(next_flush), if next_flush.is_some() => {
+                    next_flush = None;
+                    let _ = self.sink_tx.try_send(Command::Flush(None));
+                }
+            }
+            if let Some((id, _)) = &awaiting_end {
+                if self.end_of_invoke_seen(id) {
+                    awaiting_end = None;
+                    self.flush_and_wait(None).await;
+                    next = Some(arm(&client));
+                }
+            }
+            let period = self.policy.background_period(Instant::now());
+            match (period, next_flush) {
+                (Some(p), None) => next_flush = Some(tokio::time::Instant::now() + p),
+                (None, Some(_)) => next_flush = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// The runtime finished the invocation (or nothing could tell us, so do not wait).
+    fn end_of_invoke_seen(&self, request_id: &str) -> bool {
+        let has_signal = self.join.telemetry_active() || self.join.decorator_seen();
+        !has_signal || self.join.finished(request_id)
+    }
+
+    async fn publish(&mut self, profiles: Vec<InvocationProfile>) {
+        let evicted = self.join.stats.evicted;
+        if evicted > self.evicted_seen {
+            Counters::add(&self.counters.profiles_evicted, evicted - self.evicted_seen);
+            self.evicted_seen = evicted;
+        }
+        if profiles.is_empty() {
+            return;
+        }
+        let mut datums = Vec::new();
+        for p in &profiles {
+            if let Some(line) = metrics::top_sites_line(p, &self.function_name) {
+                sinks::print_line(&line);
+            }
+            if p.partial {
+                tracing::debug!(request_id = %p.request_id, "publishing a partial profile");
+            }
+            datums.extend(metrics::profile_datums(p));
+        }
+        if self.sink_tx.try_send(Command::Data(datums)).is_err() {
+            Counters::add(&self.counters.datums_dropped, profiles.len() as u64);
+        }
+    }
+
+    /// Asks the worker to flush and waits for it, at most until `deadline`.
+    async fn flush_and_wait(&self, deadline: Option<tokio::time::Instant>) {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if self
+            .sink_tx
+            .send(Command::Flush(Some(ack_tx)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match deadline {
+            Some(d) => {
+                if tokio::time::timeout_at(d, ack_rx).await.is_err() {
+                    tracing::warn!("flush did not finish before the deadline");
+                }
+            }
+            None => {
+                let _ = ack_rx.await;
+            }
+        }
+    }
+
+    async fn shutdown(
+        &mut self,
+        rx: &mut mpsc::Receiver<SourceEvent>,
+        reason: &str,
+        deadline_ms: u64,
+    ) {
+        let margin = self.cfg.shutdown_margin.as_millis() as u64;
+        let left = deadline_ms.saturating_sub(epoch_ms() + margin);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(left);
+        tracing::info!(%reason, budget_ms = left, pending = self.join.pending_len(), "shutdown");
+        // The last invocation's report arrives now: wait for it, briefly.
+        let wait_until =
+            tokio::time::Instant::now() + SHUTDOWN_REPORT_WAIT.min(Duration::from_millis(left / 2));
+        while self.join.awaiting_reports() {
+            match tokio::time::timeout_at(wait_until, rx.recv()).await {
+                Ok(Some(ev)) => {
+                    let done = self.join.on_event(ev, Instant::now(), epoch_ms());
+                    self.publish(done).await;
+                }
+                _ => break,
+            }
+        }
+        let rest = self.join.drain();
+        self.publish(rest).await;
+        self.flush_and_wait(Some(deadline)).await;
+        tracing::info!(
+            dropped = self.counters.dropped_total(),
+            received = self.counters.intake_received.load(Ordering::Relaxed),
+            "flushed; exiting"
+        );
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
