@@ -5,7 +5,7 @@ a shuffled order, so drift of the machine (other processes, frequency) hits all 
 The added time of a variant in a round is its mean call time minus the undecorated handler's in
 that round; the table gives the median and the mean of those over the rounds.
 
-    python bench/decorator_overhead.py [--rounds 30] [--calls 100]
+    python bench/decorator_overhead.py [--rounds 30] [--block-ms 250]
 """
 
 from __future__ import annotations
@@ -93,7 +93,13 @@ def tutorial_decorator(fn: Handler) -> Handler:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--calls", type=int, default=100, help="calls per variant per round")
+    ap.add_argument(
+        "--block-ms",
+        type=float,
+        default=250.0,
+        help="time per variant per round: cheap variants get more calls, so that every round "
+        "of the sampled variant holds traced calls",
+    )
     a = ap.parse_args()
 
     # An intake socket standing in for the extension; drained between timed blocks.
@@ -104,17 +110,24 @@ def main() -> int:
     port = intake.getsockname()[1]
     os.environ["LMP_INTAKE_PORT"] = str(port)
 
-    def drain() -> None:
+    def drain() -> tuple[int, int]:
+        """(invocation records, traced ones) received since the last call."""
+        n = traced = 0
         try:
             while True:
-                intake.recv(65536)
+                rec = json.loads(intake.recv(65536))
+                if rec.get("kind") == "invocation":
+                    n += 1
+                    traced += rec.get("trace") is not None
         except BlockingIOError:
             pass
+        return n, traced
 
+    names_defaults = f"@memory_profile defaults (sample_rate={DEFAULT_SAMPLE_RATE})"
     variants: dict = {
         "no decorator": handler,
         "tutorial decorator": tutorial_decorator(handler),
-        f"@memory_profile defaults (sample_rate={DEFAULT_SAMPLE_RATE})": memory_profile(handler),
+        names_defaults: memory_profile(handler),
         "@memory_profile traced invocation (sample_rate=1)": memory_profile(sample_rate=1.0)(
             handler
         ),
@@ -125,23 +138,34 @@ def main() -> int:
     devnull = open(os.devnull, "w")  # noqa: SIM115 - the tutorial's prints go here
     sys.stdout = devnull
     try:
-        # Warm-up: imports, the process's cold (traced) start, caches.
-        for fn in variants.values():
+        # Warm-up: imports, the process's cold (traced) start, caches; calls per block.
+        calls: dict = {}
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
             for _ in range(20):
                 fn(event, None)
+            per_call = (time.perf_counter() - t0) / 20
+            calls[name] = max(20, int(a.block_ms / 1000 / per_call))
+        # The sampled variant gets as many calls as the undecorated one (the warm-up above ran
+        # mostly untraced and would give it too few otherwise).
+        calls[names_defaults] = calls["no decorator"]
         drain()
         per_round: dict = {name: [] for name in variants}
+        counts: dict = {name: [0, 0] for name in variants}
         names = list(variants)
         order_rng = random.Random(1)
         for _ in range(a.rounds):
             order_rng.shuffle(names)
             for name in names:
                 fn = variants[name]
+                n_calls = calls[name]
                 t0 = time.perf_counter()
-                for _ in range(a.calls):
+                for _ in range(n_calls):
                     fn(event, None)
-                per_round[name].append((time.perf_counter() - t0) / a.calls * 1e6)
-                drain()
+                per_round[name].append((time.perf_counter() - t0) / n_calls * 1e6)
+                n, traced = drain()
+                counts[name][0] += n
+                counts[name][1] += traced
     finally:
         sys.stdout = real_stdout
         devnull.close()
@@ -150,21 +174,34 @@ def main() -> int:
     added = {n: [v - b for v, b in zip(per_round[n], base)] for n in per_round}
     tut = statistics.mean(added["tutorial decorator"])
     print(
-        f"Python {platform.python_version()}, {a.rounds} rounds x {a.calls} calls per variant, "
+        f"Python {platform.python_version()}, {a.rounds} interleaved rounds of "
+        f"~{a.block_ms:.0f} ms per variant (calls per block: "
+        f"{', '.join(str(calls[n]) for n in variants)}), "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} CPUs"
     )
     print()
-    print("| variant | median µs/call | median µs added | mean µs added | added vs tutorial |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| variant | median µs/call | median µs added | mean µs added "
+        "| added vs tutorial | traced calls |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for n in variants:
-        ratio = "—" if n == "no decorator" else f"{statistics.mean(added[n]) / tut:.3f}×"
-        med_added = "—" if n == "no decorator" else f"{statistics.median(added[n]):.1f}"
-        mean_added = "—" if n == "no decorator" else f"{statistics.mean(added[n]):.1f}"
+        base_row = n == "no decorator"
+        ratio = "—" if base_row else f"{statistics.mean(added[n]) / tut:.3f}×"
+        med_added = "—" if base_row else f"{statistics.median(added[n]):.1f}"
+        mean_added = "—" if base_row else f"{statistics.mean(added[n]):.1f}"
+        total, traced = counts[n]
+        share = "—" if not total else f"{traced}/{total}"
         print(
             f"| {n} | {statistics.median(per_round[n]):.1f} | {med_added} | {mean_added} "
-            f"| {ratio} |"
+            f"| {ratio} | {share} |"
         )
+    print()
+    print(
+        "added = a round's mean call time minus the undecorated handler's in the same round; "
+        "median and mean over the rounds; the ratio uses the means."
+    )
     s = stats()
     print()
     print(

@@ -292,3 +292,17 @@ def test_records_are_valid_json_datagrams(intake):
     assert len(rec["trace"]["top"]) <= 3
     assert rec["pid"] == os.getpid()
     json.dumps(rec, allow_nan=False)
+
+
+def test_tracing_budget_lowers_the_effective_sample_rate(intake):
+    @memory_profile(sample_rate=0.5, trace_budget_us=1.0, intake_port=intake.port)
+    def handler(event, context):
+        # Allocation-heavy: tracing makes it several times slower.
+        return len([{"i": i, "s": str(i)} for i in range(2000)])
+
+    traced = 0
+    for _ in range(300):
+        handler({}, None)
+        traced += intake.next()["trace"] is not None
+    # Without the budget about 150 of 300 would be traced; with it, a handful.
+    assert 1 <= traced < 40, traced

@@ -15,6 +15,7 @@ DEFAULT_TOP = 10
 DEFAULT_INTAKE_PORT = 4243
 DEFAULT_NAMESPACE = "LambdaMemoryProfiler"
 DEFAULT_SUSPECT_WINDOW = 8
+DEFAULT_TRACE_BUDGET_US = 25.0
 
 # One warning per (variable, value): a bad value must be visible in the logs but must not
 # repeat on every decorated function or every invocation.
@@ -70,6 +71,13 @@ def _parse_window(raw: str) -> int:
     return v
 
 
+def _parse_budget(raw: str) -> float:
+    v = float(raw)
+    if not (0.0 <= v <= 1_000_000.0):
+        raise ValueError("expected microseconds in [0, 1000000]")
+    return v
+
+
 def _parse_namespace(raw: str) -> str:
     v = raw.strip()
     # CloudWatch namespaces: 1-255 characters, no leading colon.
@@ -117,6 +125,7 @@ class Options:
         "suspect_window",
         "storage_resolution",
         "dimensions",
+        "trace_budget_us",
     )
 
     def __init__(
@@ -130,6 +139,7 @@ class Options:
         suspect_window: int,
         storage_resolution: int,
         dimensions: tuple[str, ...],
+        trace_budget_us: float,
     ) -> None:
         self.disable = disable
         self.trace = trace
@@ -140,6 +150,7 @@ class Options:
         self.suspect_window = suspect_window
         self.storage_resolution = storage_resolution
         self.dimensions = dimensions
+        self.trace_budget_us = trace_budget_us
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
@@ -177,6 +188,7 @@ def resolve(overrides: dict[str, object], env: Mapping[str, str] | None = None) 
         ("suspect_window", "LMP_SUSPECT_WINDOW", _parse_window, DEFAULT_SUSPECT_WINDOW),
         ("storage_resolution", "LMP_STORAGE_RESOLUTION", _parse_resolution, 60),
         ("dimensions", "LMP_DIMENSIONS", _parse_dimensions, ("FunctionName",)),
+        ("trace_budget_us", "LMP_TRACE_BUDGET_US", _parse_budget, DEFAULT_TRACE_BUDGET_US),
     )
     values: dict[str, object] = {}
     for key, var, parse, default in table:

@@ -10,6 +10,7 @@ import os
 import random
 import sys
 import time
+import tracemalloc
 from typing import Any, Callable, TypeVar, overload
 
 from . import _probes
@@ -27,7 +28,7 @@ SUSPECT_INTERVAL = 10
 MAX_SIZED_BLOCKS = 50000
 _THIS_FILE = __file__
 # Blocks attributed to these files are the measurement's own, never the handler's.
-_OWN_FILES = frozenset((__file__, _probes.__file__))
+_OWN_FILES = frozenset((__file__, _probes.__file__, tracemalloc.__file__))
 
 _perf = time.perf_counter
 _wall = time.time
@@ -73,6 +74,10 @@ def _request_id(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 def _site_rows(snapshot: Any) -> tuple[list[tuple[str, int, int, int]], int]:
     """(file, line, size, count) per allocation site, largest first, without the measurement's
     own blocks; and the number of those own blocks allocated in this file."""
+    try:
+        return _group_raw(snapshot.traces._traces)
+    except Exception:  # the private layout changed: the public, slower way
+        pass
     rows = []
     own = 0
     for st in snapshot.statistics("lineno"):
@@ -85,13 +90,38 @@ def _site_rows(snapshot: Any) -> tuple[list[tuple[str, int, int, int]], int]:
     return rows, own
 
 
+def _group_raw(raw: list[Any]) -> tuple[list[tuple[str, int, int, int]], int]:
+    """Groups raw traces (domain, size, frames most recent first, ...) by their newest frame:
+    what ``statistics("lineno")`` computes, without building an object per trace."""
+    acc: dict[Any, list[int]] = {}
+    for t in raw:
+        frames = t[2]
+        key = frames[0] if frames else ("<unknown>", 0)
+        e = acc.get(key)
+        if e is None:
+            acc[key] = [t[1], 1]
+        else:
+            e[0] += t[1]
+            e[1] += 1
+    rows = []
+    own = 0
+    for (filename, lineno), (size, count) in acc.items():
+        if filename in _OWN_FILES:
+            if filename == _THIS_FILE:
+                own += count
+            continue
+        rows.append((filename, lineno, size, count))
+    rows.sort(key=lambda r: (r[2], r[3]), reverse=True)
+    return rows, own
+
+
 def _block_sizes(snapshot: Any, limit: int) -> list[int] | None:
     """Sizes of the traced blocks (without our own), or None past ``limit`` blocks."""
     try:
         raw = snapshot.traces._traces  # (domain, size, frames, ...): avoids a Trace per block
         if len(raw) > limit:
             return None
-        return [t[1] for t in raw if t[2][0][0] not in _OWN_FILES]
+        return [t[1] for t in raw if not t[2] or t[2][0][0] not in _OWN_FILES]
     except Exception:
         return None
 
@@ -200,6 +230,33 @@ class _Profiler:
         # A private generator: the user's random.seed() must not steer sampling, nor the reverse.
         self.rng = random.Random()
         self.sender: Sender | None = None
+        # Moving averages (seconds) of an untraced invocation and of what tracing adds to one:
+        # they turn the tracing budget into an effective sampling rate.
+        self.plain_s: float | None = None
+        self.extra_s: float | None = None
+
+    def learn(self, traced: bool, cold: bool, cost_s: float) -> None:
+        if cold:
+            return  # imports and first-time caches: not representative
+        if not traced:
+            p = self.plain_s
+            self.plain_s = cost_s if p is None else p + 0.1 * (cost_s - p)
+        elif self.plain_s is not None:
+            extra = max(cost_s - self.plain_s, 0.0)
+            e = self.extra_s
+            self.extra_s = extra if e is None else e + 0.3 * (extra - e)
+
+    def effective_rate(self) -> float:
+        """The sample rate, lowered so that tracing costs at most the budget per invocation on
+        average: the larger of ``trace_budget_us`` and 2% of an untraced invocation."""
+        rate = self.opts.sample_rate
+        extra = self.extra_s
+        if not extra or not self.opts.trace_budget_us:
+            return rate
+        budget = self.opts.trace_budget_us * 1e-6
+        if self.plain_s is not None and 0.02 * self.plain_s > budget:
+            budget = 0.02 * self.plain_s
+        return min(rate, budget / extra)
 
     def choose_trace(self, cold: bool) -> str | None:
         opts = self.opts
@@ -210,7 +267,7 @@ class _Profiler:
         rate = opts.sample_rate
         if rate >= 1.0:
             return "always"
-        if rate > 0.0 and self.rng.random() < rate:
+        if rate > 0.0 and self.rng.random() < self.effective_rate():
             return "rate"
         w = opts.suspect_window
         if (
@@ -223,8 +280,6 @@ class _Profiler:
         return None
 
     def trace_start(self) -> tuple[Any, ...]:
-        import tracemalloc
-
         if tracemalloc.is_tracing():
             # The user's own session: never stop or reset it; work with differences.
             cur0, peak0 = tracemalloc.get_traced_memory()
@@ -237,8 +292,6 @@ class _Profiler:
         self, reason: str, tr: tuple[Any, ...], result: Any
     ) -> tuple[dict[str, Any], int]:
         """Builds ``trace``; also returns the heap block count taken before the snapshot."""
-        import tracemalloc
-
         top_n = self.opts.top
         if tr[0] == "own":
             try:
@@ -312,12 +365,16 @@ def _finish(
 ) -> None:
     trace = None
     blocks: int | None = None
+    cost_s = duration_s
     if tr is not None and reason is not None:
+        t0 = _perf()
         try:
             trace, blocks = prof.trace_end(reason, tr, result)
             _P.traced += 1
         except Exception:
             _P.errors += 1
+        cost_s += _perf() - t0
+    prof.learn(trace is not None, cold, cost_s)
     rss = _P.rss
     rss_peak = rss.read() if rss is not None else None
     if blocks is None:
@@ -438,6 +495,7 @@ def memory_profile(
     storage_resolution: int | None = None,
     dimensions: str | None = None,
     disable: bool | None = None,
+    trace_budget_us: float | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -453,6 +511,7 @@ def memory_profile(
     storage_resolution: int | None = None,
     dimensions: str | None = None,
     disable: bool | None = None,
+    trace_budget_us: float | None = None,
 ) -> F | Callable[[F], F]:
     """Measures each invocation of a Lambda handler; usable bare or with options.
 
@@ -469,6 +528,7 @@ def memory_profile(
         "storage_resolution": storage_resolution,
         "dimensions": dimensions,
         "disable": disable,
+        "trace_budget_us": trace_budget_us,
     }
 
     opts = resolve(overrides)  # now: a bad option fails where it is written
