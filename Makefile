@@ -47,8 +47,58 @@ py-test-matrix:
 bench-decorator: venv
 	$(VPY) bench/decorator_overhead.py
 
-test: lint rust-test py-test py-test-matrix
+test: lint rust-test py-test py-test-matrix examples-test layer-test check-template
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .venv-localstack build
+	rm -rf $(VENV) .venv-localstack .venv-tools build
+
+# ---- layer, template, examples ---------------------------------------------------------------
+TOOLS_VENV := .venv-tools
+ZIGBUILD_VERSION := 0.24.1
+ZIGBUILD_STAMP := build/tools/.cargo-zigbuild-$(ZIGBUILD_VERSION)
+# x86_64 (default) or arm64; arm64 needs `rustup target add aarch64-unknown-linux-gnu`.
+ARCH ?= x86_64
+LAYER_ZIP := build/$(if $(filter x86_64,$(ARCH)),layer.zip,layer-$(ARCH).zip)
+SAM_ENV := AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 AWS_EC2_METADATA_DISABLED=true
+
+.PHONY: tools layer examples-test layer-test check-template build-MemoryProfilerLayer build-ExampleFunction
+
+$(TOOLS_VENV)/.stamp: requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements-tools.txt
+	touch $@
+
+$(ZIGBUILD_STAMP):
+	cargo install cargo-zigbuild --version $(ZIGBUILD_VERSION) --locked --root build/tools
+	touch $@
+
+tools: $(TOOLS_VENV)/.stamp $(ZIGBUILD_STAMP)
+
+# build/layer.zip: extensions/lambda-memory-profiler (glibc <= 2.17) + python/lambda_memory_profiler.
+layer: tools
+	ARCH=$(ARCH) scripts/build-layer.sh
+
+examples-test: venv
+	$(VPY) -m pytest -q tests/examples
+
+layer-test: venv layer
+	LMP_LAYER_ZIP=$(abspath $(LAYER_ZIP)) $(VPY) -m pytest -q tests/layer
+
+# cfn-lint, SAM's own lint and a real `sam build` (through the targets below), all offline.
+check-template: tools
+	$(SAM_ENV) $(TOOLS_VENV)/bin/cfn-lint template.yaml
+	$(SAM_ENV) $(TOOLS_VENV)/bin/sam validate --lint --template-file template.yaml
+	$(SAM_ENV) $(TOOLS_VENV)/bin/sam build --template-file template.yaml --build-in-source \
+	  --build-dir build/sam --cache-dir build/sam-cache
+	test -x build/sam/MemoryProfilerLayer/extensions/lambda-memory-profiler
+	test -f build/sam/MemoryProfilerLayer/python/lambda_memory_profiler/__init__.py
+	test -f build/sam/ExampleFunction/leaky.py
+
+# Called by `sam build` (Metadata: BuildMethod: makefile) with ARTIFACTS_DIR set.
+build-MemoryProfilerLayer: layer
+	cp -R build/layer-$(ARCH)/. "$(ARTIFACTS_DIR)/"
+
+# The example needs no dependencies (the layer brings the decorator): copy its sources only.
+build-ExampleFunction:
+	cp examples/log_aggregator/*.py "$(ARTIFACTS_DIR)/"
