@@ -80,7 +80,7 @@ async fn dict_events_reach_the_handler_and_the_lifecycle_runs_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_batches_arrive_with_lambda_fields() {
     let bed = Bed::new("telemetry");
-    bed.extension("tele", "good");
+    bed.extension("tele", "late-subscribe");
     let emu = Emulator::start(bed.config()).await.expect("start");
     let a = emu.invoke(json!({"x": 1})).await.expect("invoke 1");
     let b = emu.invoke(json!({"x": 2})).await.expect("invoke 2");
@@ -98,6 +98,8 @@ async fn telemetry_batches_arrive_with_lambda_fields() {
         "{log:?}"
     );
     assert!(log.contains(&"subscribe 200".to_string()), "{log:?}");
+    // Subscribing is only possible during init (before the first /next).
+    assert!(log.contains(&"late-subscribe 403".to_string()), "{log:?}");
 
     let got = bed.delivered("tele");
     let find = |t: &str| -> Vec<&Value> { got.iter().filter(|r| r["type"] == t).collect() };
@@ -230,6 +232,11 @@ async fn report_is_emitted_only_after_the_extension_calls_next() {
         .expect("shutdown");
 
     let log = bed.log("slowpoke");
+    assert_eq!(
+        log.iter().filter(|l| *l == "saw-runtime-done True").count(),
+        3,
+        "{log:?}"
+    );
     for o in &outcomes {
         assert_eq!(o.status, InvokeStatus::Success);
         // In the extension's log: its /next for N is written before any batch holding report N.

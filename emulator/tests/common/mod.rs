@@ -88,7 +88,8 @@ def main(event, context):
 
 /// Python extension: registers, optionally subscribes to telemetry with its own listener that
 /// appends every batch to its log, loops on /next and logs each step. Behaviours (`mode`):
-/// `good`, `slow` (0.3 s after each INVOKE before /next), `exit-early` (exits on its first INVOKE,
+/// `good`, `slow` (after each INVOKE waits for its `platform.runtimeDone` by telemetry, then
+/// 50 ms, before /next), `late-subscribe` (subscribes again after its first INVOKE), `exit-early` (exits on its first INVOKE,
 /// once per test dir), `ignore-shutdown`, `fail-first` (listener answers 500 to its first batch),
 /// `no-telemetry`.
 const EXTENSION: &str = r#"
@@ -108,6 +109,7 @@ MARKER = LOG + ".crashed-once"
 MODE = "__MODE__"
 lock = threading.Lock()
 posts = [0]
+runtime_done = set()
 
 
 def log(*parts):
@@ -121,6 +123,10 @@ class Listener(BaseHTTPRequestHandler):
         posts[0] += 1
         reject = MODE == "fail-first" and posts[0] == 1
         log("rejected" if reject else "batch", body.decode())
+        if not reject:
+            for r in json.loads(body):
+                if r["type"] == "platform.runtimeDone":
+                    runtime_done.add(r["record"]["requestId"])
         self.send_response(500 if reject else 200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -176,7 +182,16 @@ while True:
         log("exiting-early")
         sys.exit(3)
     if MODE == "slow":
-        time.sleep(0.3)
+        # Work after the runtime's response, like an extension flushing per invocation: wait
+        # until the runtimeDone of this request arrived by telemetry, then a little more.
+        for _ in range(1000):
+            if last in runtime_done:
+                break
+            time.sleep(0.01)
+        log("saw-runtime-done", last in runtime_done)
+        time.sleep(0.05)
+    if MODE == "late-subscribe":
+        log("late-subscribe", call("PUT", "/2022-07-01/telemetry", sub, hdr)[0])
 "#;
 
 /// A test environment: function dir with `handler.py`, extensions dir, logs next to them.
