@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import importlib.util
 import json
@@ -54,7 +55,8 @@ class RuntimeApi:
                     return
                 if not api.events:
                     api.done.wait(30)  # no more work: keep the runtime waiting
-                    self.send_error(503)
+                    with contextlib.suppress(OSError):  # the runtime is gone by now
+                        self.send_error(503)
                     return
                 rid, event = api.events.pop(0)
                 body = json.dumps(event).encode()
@@ -129,8 +131,13 @@ def test_decorated_handler_under_awslambdaric(intake, tmp_path):
     for i, r in enumerate(recs):
         check_invocation(r)
         t = r["trace"]
-        assert abs(t["growth_bytes"] - 4 * MiB) <= 0.05 * 4 * MiB, (i, t)
+        assert abs(t["retained_bytes"] - 4 * MiB) <= 0.05 * 4 * MiB, (i, t)
         assert t["top"][0]["file"].endswith("app.py")
+    # Net growth on the warm invocations (the cold one may also collect the garbage left by
+    # the imports, which hides growth: see docs/python.md).
+    for r in recs[1:]:
+        t = r["trace"]
+        assert abs(t["growth_bytes"] - 4 * MiB) <= 0.05 * 4 * MiB, t
     for i, rid in enumerate(ids):
         kind, body = api.responses[rid]
         assert kind == "response"

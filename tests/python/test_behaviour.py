@@ -306,3 +306,22 @@ def test_tracing_budget_lowers_the_effective_sample_rate(intake):
         traced += intake.next()["trace"] is not None
     # Without the budget about 150 of 300 would be traced; with it, a handful.
     assert 1 <= traced < 40, traced
+
+
+def test_sample_rate_zero_skips_even_the_cold_start_trace(intake):
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "layer" / "python")!r})
+from lambda_memory_profiler import memory_profile
+
+@memory_profile(sample_rate=0)
+def handler(event, context):
+    import tracemalloc
+    return tracemalloc.is_tracing()
+
+assert handler(0, None) is False
+"""
+    env = dict(os.environ, LMP_INTAKE_PORT=str(intake.port))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    rec = intake.next()
+    assert rec["cold_start"] is True and rec["trace"] is None

@@ -260,22 +260,17 @@ class _Profiler:
 
     def choose_trace(self, cold: bool) -> str | None:
         opts = self.opts
-        if not opts.trace:
-            return None
+        rate = opts.sample_rate
+        if not opts.trace or rate <= 0.0:
+            return None  # the cheap path only, the cold start included
         if cold:
             return "cold"
-        rate = opts.sample_rate
         if rate >= 1.0:
             return "always"
         if rate > 0.0 and self.rng.random() < self.effective_rate():
             return "rate"
         w = opts.suspect_window
-        if (
-            w
-            and rate > 0.0
-            and self.rising >= w
-            and self.calls - self.last_traced >= SUSPECT_INTERVAL
-        ):
+        if w and self.rising >= w and self.calls - self.last_traced >= SUSPECT_INTERVAL:
             return "suspect"
         return None
 
