@@ -237,7 +237,6 @@ pub async fn init(shared: &SharedRef, addr: &str) -> Result<InitInfo, EmulatorEr
             json!({
                 "initializationType": "on-demand",
                 "phase": "init",
-                "runtimeVersion": "python:3",
                 "functionName": c.function_name,
                 "functionVersion": "$LATEST",
             }),

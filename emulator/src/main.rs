@@ -45,6 +45,7 @@ struct RunArgs {
     /// Event: inline JSON, or @path to a JSON file.
     #[arg(long, default_value = "{}")]
     event: String,
+    /// Memory size in MB: the limit for the summed RSS of runtime and extensions.
     #[arg(long, default_value_t = 128)]
     memory_mb: u32,
     /// Function timeout in seconds.
@@ -53,9 +54,14 @@ struct RunArgs {
     /// Function environment variable K=V. Repeatable.
     #[arg(long = "env", value_parser = parse_kv)]
     env: Vec<(String, String)>,
+    /// Runtime command (split on whitespace) instead of `PYTHON -m awslambdaric HANDLER`,
+    /// e.g. a custom runtime's bootstrap.
+    #[arg(long)]
+    runtime_command: Option<String>,
     /// Python interpreter with awslambdaric.
     #[arg(long, default_value = "python3")]
     python: PathBuf,
+    /// AWS_LAMBDA_FUNCTION_NAME.
     #[arg(long, default_value = "local-function")]
     function_name: String,
     /// Shutdown budget in milliseconds (Lambda: 2000).
@@ -109,6 +115,9 @@ async fn run(args: RunArgs) -> Result<()> {
         handler: args.handler,
         layer_dirs: args.layers,
         python: args.python,
+        runtime_command: args
+            .runtime_command
+            .map(|c| c.split_whitespace().map(str::to_string).collect()),
         memory_mb: args.memory_mb,
         timeout: Duration::from_secs_f64(args.timeout_s),
         function_name: args.function_name,
