@@ -236,7 +236,7 @@ impl Agent {
                 _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => {
                     tracing::debug!("invocation end not seen before its deadline");
                     awaiting_end = None;
-                    self.flush_and_wait(None).await;
+                    self.flush_and_wait(Some(end_flush_deadline(None))).await;
                     next = Some(arm(&client));
                 }
                 _ = sleep_until_opt(next_flush), if next_flush.is_some() => {
@@ -244,10 +244,11 @@ impl Agent {
                     let _ = self.sink_tx.try_send(Command::Flush(None));
                 }
             }
-            if let Some((id, _)) = &awaiting_end {
+            if let Some((id, d)) = &awaiting_end {
                 if self.end_of_invoke_seen(id) {
+                    let d = end_flush_deadline(Some(*d));
                     awaiting_end = None;
-                    self.flush_and_wait(None).await;
+                    self.flush_and_wait(Some(d)).await;
                     next = Some(arm(&client));
                 }
             }
@@ -293,23 +294,24 @@ impl Agent {
     /// Asks the worker to flush and waits for it, at most until `deadline`.
     async fn flush_and_wait(&self, deadline: Option<tokio::time::Instant>) {
         let (ack_tx, ack_rx) = oneshot::channel();
-        if self
-            .sink_tx
-            .send(Command::Flush(Some(ack_tx)))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        match deadline {
-            Some(d) => {
-                if tokio::time::timeout_at(d, ack_rx).await.is_err() {
-                    tracing::warn!("flush did not finish before the deadline");
-                }
-            }
-            None => {
+        // Sending can block too (the queue fills while a flush hangs): bound both.
+        let wait = async {
+            if self
+                .sink_tx
+                .send(Command::Flush(Some(ack_tx)))
+                .await
+                .is_ok()
+            {
                 let _ = ack_rx.await;
             }
+        };
+        match deadline {
+            Some(d) => {
+                if tokio::time::timeout_at(d, wait).await.is_err() {
+                    tracing::warn!("flush did not finish in time; continuing");
+                }
+            }
+            None => wait.await,
         }
     }
 
@@ -344,6 +346,15 @@ impl Agent {
             "flushed; exiting"
         );
     }
+}
+
+/// How long an end-of-invoke flush may hold `/next`: a slow sink must not stretch every
+/// invocation (the flush goes on in the worker after `/next`).
+const END_FLUSH_BUDGET: Duration = Duration::from_millis(1000);
+
+fn end_flush_deadline(invoke_deadline: Option<tokio::time::Instant>) -> tokio::time::Instant {
+    let budget = tokio::time::Instant::now() + END_FLUSH_BUDGET;
+    invoke_deadline.map_or(budget, |d| d.min(budget))
 }
 
 async fn sleep_until_opt(t: Option<tokio::time::Instant>) {

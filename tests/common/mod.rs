@@ -106,3 +106,100 @@ def handler(event, context):
     _kept.append(bytearray(1024 * 1024))
     return {"n": len(_kept)}
 "#;
+
+/// LocalStack (the local CloudWatch) on a free loopback port, killed with its process group on drop.
+pub struct LocalStack {
+    pub port: u16,
+    child: std::process::Child,
+    pub dir: PathBuf,
+}
+
+impl LocalStack {
+    /// Starts `scripts/localstack.sh run` (path from `LMP_LOCALSTACK`); `None` skips the test.
+    pub fn start(dir: &Path) -> Option<LocalStack> {
+        use std::os::unix::process::CommandExt;
+        let script = match std::env::var_os("LMP_LOCALSTACK") {
+            Some(s) if !s.is_empty() => PathBuf::from(s),
+            _ => {
+                eprintln!("LMP_LOCALSTACK not set: skipping (run through `make rust-test`)");
+                return None;
+            }
+        };
+        let port = free_port();
+        let state = dir.join("localstack");
+        let log = std::fs::File::create(dir.join("localstack.log")).unwrap();
+        let child = std::process::Command::new(script)
+            .arg("run")
+            .arg(port.to_string())
+            .arg(&state)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start LocalStack");
+        let ls = LocalStack {
+            port,
+            child,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !ls.healthy() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "LocalStack not ready; log:\n{}",
+                std::fs::read_to_string(dir.join("localstack.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Some(ls)
+    }
+
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let req =
+            "GET /_localstack/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.starts_with("HTTP/1.1 200") && resp.contains("\"cloudwatch\": \"available\"")
+            || resp.contains("\"cloudwatch\": \"running\"")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        // The whole group: the script's Python may have started helpers.
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Environment pointing the AWS SDK at a loopback endpoint with dummy credentials.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
