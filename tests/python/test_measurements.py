@@ -34,9 +34,9 @@ def test_leak_of_10_mib_per_call_is_retention_and_growth(intake):
         top = t["top"][0]
         assert top["file"] == __file__ and top["line"] == line, t["top"]
         assert top["size"] >= 10 * MiB
-    # The net counter rises with every leaked block, call after call.
-    blocks = [r["heap_blocks"] for r in recs]
-    assert all(b1 > b0 for b0, b1 in zip(blocks, blocks[1:])), blocks
+    # The net block counter rises during every call (between calls, the test's own garbage
+    # may be collected, so the end-of-call counts alone need not rise).
+    assert all(r["trace"]["heap_blocks_delta"] >= 1 for r in recs), recs
     total = sum(r["trace"]["growth_bytes"] for r in recs)
     assert abs(total - 60 * MiB) <= 0.05 * 60 * MiB
     kept.clear()
