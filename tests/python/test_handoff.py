@@ -143,3 +143,15 @@ def test_bad_arguments_fail_at_decoration_time():
         memory_profile(top=-5)
     with pytest.raises(TypeError):
         memory_profile(trace="yes")
+
+
+def test_emf_leaves_out_a_lifetime_rss_peak():
+    example = dict(protocol_example("invocation"), rss_peak_scope="process")
+    doc = check_emf(_handoff.emf_line(example, "NS"), "NS")
+    names = {m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert "RuntimeRssPeak" not in names and "RuntimeRssPeak" not in doc
+    assert doc["RssPeakBytes"] == example["rss_peak_bytes"]
+    doc = check_emf(_handoff.emf_line(protocol_example("invocation"), "NS"), "NS")
+    assert doc["RuntimeRssPeak"] == example["rss_peak_bytes"]
+    assert doc["PythonHeapGrowth"] == example["trace"]["growth_bytes"]
+    assert doc["TopSites"] == example["trace"]["top"]

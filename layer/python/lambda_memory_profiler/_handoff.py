@@ -105,6 +105,8 @@ def emf_line(
         value = _get(record, path)
         if value is None:
             continue  # absent figures publish no datum
+        if name == "RuntimeRssPeak" and record.get("rss_peak_scope") != "invocation":
+            continue  # a lifetime peak is not this invocation's: kept as a property only
         if isinstance(value, bool):
             value = int(value)
         metrics.append({"Name": name, "Unit": unit, "StorageResolution": storage_resolution})
@@ -131,6 +133,7 @@ def emf_line(
     out["ErrorType"] = record.get("error_type")
     out["RssPeakScope"] = record.get("rss_peak_scope")
     out["HeapBlocks"] = record.get("heap_blocks")
+    out["RssPeakBytes"] = record.get("rss_peak_bytes")
     trace = record.get("trace")
     if trace:
         out["TraceReason"] = trace.get("reason")
