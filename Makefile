@@ -85,9 +85,11 @@ examples-test: venv
 layer-test: venv layer
 	LMP_LAYER_ZIP=$(abspath $(LAYER_ZIP)) $(VPY) -m pytest -q tests/layer
 
-# cfn-lint, SAM's own lint and a real `sam build` (through the targets below), all offline.
+# cfn-lint, metric names against the README table, SAM's own lint and a real `sam build`
+# (through the targets below), all offline.
 check-template: tools
 	$(SAM_ENV) $(TOOLS_VENV)/bin/cfn-lint template.yaml
+	$(TOOLS_VENV)/bin/python scripts/check-template.py template.yaml README.md
 	$(SAM_ENV) $(TOOLS_VENV)/bin/sam validate --lint --template-file template.yaml
 	$(SAM_ENV) $(TOOLS_VENV)/bin/sam build --template-file template.yaml --build-in-source \
 	  --build-dir build/sam --cache-dir build/sam-cache
