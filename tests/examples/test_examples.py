@@ -104,6 +104,24 @@ def test_fixed_handler_stays_bounded(example, source):
     assert growth < FIXED_SLACK
 
 
+@pytest.mark.parametrize("variant", ["leaky", "fixed"])
+@pytest.mark.parametrize(("example", "source"), CASES)
+def test_handlers_generate_their_own_events_when_called_empty(example, source, variant):
+    """A scheduler or a load loop can drive the examples with `{}`: batch N on the Nth call."""
+    module = load(example, variant)
+    handler = plain(module.handler)
+    try:
+        first = [handler({}, None) for _ in range(3)]
+    finally:
+        close_spools(module)
+    again = load(example, variant)
+    try:
+        explicit = [plain(again.handler)({"seq": n}, None) for n in (1, 2, 3)]
+    finally:
+        close_spools(again)
+    assert first == explicit
+
+
 def test_twins_compute_the_same_results():
     """The fixes change memory, not answers (except the leaky alert list, which is the bug)."""
     leaky_logs = load("log_aggregator", "leaky")

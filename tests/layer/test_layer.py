@@ -65,6 +65,9 @@ def test_zip_holds_the_extension_and_the_package(layer_zip):
         if n.startswith("python/") and not n.endswith("/")
     }
     assert zipped == source
+    # Lambda's layer limits: 50 MB zipped (direct upload), 250 MB unzipped for all layers.
+    assert LAYER_ZIP.stat().st_size < 50 * 2**20
+    assert sum(i.file_size for i in layer_zip.infolist()) < 250 * 2**20
 
 
 def test_extension_needs_no_glibc_newer_than_the_floor(opt):
