@@ -5,7 +5,7 @@ a shuffled order, so drift of the machine (other processes, frequency) hits all 
 The added time of a variant in a round is its mean call time minus the undecorated handler's in
 that round; the table gives the median and the mean of those over the rounds.
 
-    python bench/decorator_overhead.py [--rounds 30] [--block-ms 250]
+    python bench/decorator_overhead.py [--rounds 30] [--block-ms 250] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -101,7 +101,24 @@ def main() -> int:
         help="time per variant per round: cheap variants get more calls, so that every round "
         "of the sampled variant holds traced calls",
     )
+    ap.add_argument(
+        "--ballast",
+        type=int,
+        default=0,
+        help="live objects to keep during the run (a larger heap: sys.getallocatedblocks() "
+        "walks the allocator's pools)",
+    )
+    ap.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="cpu: this thread's CPU time (robust to other processes on the machine); "
+        "wall: elapsed time",
+    )
     a = ap.parse_args()
+    clock = time.thread_time if a.clock == "cpu" else time.perf_counter
+    load0 = os.getloadavg()
+    ballast = [{"i": i} for i in range(a.ballast)]
 
     # An intake socket standing in for the extension; drained between timed blocks.
     intake = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -160,10 +177,10 @@ def main() -> int:
             for name in names:
                 fn = variants[name]
                 n_calls = calls[name]
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(n_calls):
                     fn(event, None)
-                per_round[name].append((time.perf_counter() - t0) / n_calls * 1e6)
+                per_round[name].append((clock() - t0) / n_calls * 1e6)
                 n, traced = drain()
                 counts[name][0] += n
                 counts[name][1] += traced
@@ -175,11 +192,12 @@ def main() -> int:
     added = {n: [v - b for v, b in zip(per_round[n], base)] for n in per_round}
     tut = statistics.mean(added["tutorial decorator"])
     print(
-        f"Python {platform.python_version()}, {a.rounds} interleaved rounds of "
+        f"Python {platform.python_version()}, {a.clock} clock, {a.rounds} interleaved rounds of "
         f"~{a.block_ms:.0f} ms per variant (calls per block: "
         f"{', '.join(str(calls[n]) for n in variants)}), "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} before / "
+        f"{os.getloadavg()[0]:.2f} after"
     )
     print()
     print(
@@ -223,7 +241,7 @@ def main() -> int:
     print()
     print(
         f"sys.getallocatedblocks() in this process: {probe:.1f} µs "
-        f"({sys.getallocatedblocks()} live blocks)"
+        f"({sys.getallocatedblocks()} live blocks, {len(ballast)} of them ballast)"
     )
     print(
         f"decorator counters: {s['invocations']} invocations, {s['traced']} traced, "
