@@ -200,9 +200,9 @@ class Sender:
         dimensions: tuple[str, ...],
         storage_resolution: int,
     ) -> None:
+        # When this very send discovers the absence, the record is printed instead: not lost.
         if not self.absent and (self._send_bytes(encode(record)) or not self.absent):
             return
-            # The send that discovered the absence carried this record: print it instead.
         self.emf_lines += 1
         line = emf_line(record, namespace, dimensions, storage_resolution)
         try:
