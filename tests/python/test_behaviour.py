@@ -325,3 +325,21 @@ assert handler(0, None) is False
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
     rec = intake.next()
     assert rec["cold_start"] is True and rec["trace"] is None
+
+
+def test_shared_mode_shrinking_heap_keeps_sizes_non_negative(intake):
+    @memory_profile(sample_rate=1.0, intake_port=intake.port)
+    def handler(event, context):
+        event.clear()  # frees blocks traced by the user's session before the call
+        return None
+
+    tracemalloc.start()
+    try:
+        big = {"payload": [bytes(1000) for _ in range(1000)]}
+        handler(big, None)
+    finally:
+        tracemalloc.stop()
+    t = intake.next()["trace"]
+    assert t["mode"] == "shared"
+    assert t["retained_bytes"] == 0
+    assert t["growth_bytes"] < -900_000, t

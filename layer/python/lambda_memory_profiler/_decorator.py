@@ -332,8 +332,9 @@ class _Profiler:
                 "mode": "shared",
                 # The session's peak is not reset: known only when this invocation raised it.
                 "peak_bytes": peak1 - cur0 if peak1 > peak0 else None,
-                # The session also sees frees of older traced blocks: a net figure.
-                "retained_bytes": cur1 - cur0,
+                # The session also sees frees of older traced blocks: a net figure (never
+                # negative here: the field is a size; growth keeps the sign).
+                "retained_bytes": max(cur1 - cur0, 0),
                 "retained_blocks": None,
                 "growth_bytes": cur1 - cur0,
                 "heap_blocks_delta": None,
