@@ -263,7 +263,11 @@ impl Agent {
 
     /// The runtime finished the invocation (or nothing could tell us, so do not wait).
     fn end_of_invoke_seen(&self, request_id: &str) -> bool {
-        let has_signal = self.join.telemetry_active() || self.join.decorator_seen();
+        // Telemetry counts as a signal only once it delivered something: a subscription that
+        // was accepted but stays silent must not hold every invocation until its deadline.
+        let telemetry_live = self.join.telemetry_active()
+            && self.counters.telemetry_received.load(Ordering::Relaxed) > 0;
+        let has_signal = telemetry_live || self.join.decorator_seen();
         !has_signal || self.join.finished(request_id)
     }
 
