@@ -343,3 +343,20 @@ def test_shared_mode_shrinking_heap_keeps_sizes_non_negative(intake):
     assert t["mode"] == "shared"
     assert t["retained_bytes"] == 0
     assert t["growth_bytes"] < -900_000, t
+
+
+def test_heap_block_count_is_thinned_out_when_it_gets_expensive(intake, monkeypatch):
+    # Any real cost exceeds this budget, so the count is taken every 16th invocation only.
+    monkeypatch.setattr(_decorator, "HEAP_BLOCKS_BUDGET_S", 1e-12)
+
+    @memory_profile(trace=False, intake_port=intake.port)
+    def handler(event, context):
+        return None
+
+    blocks = []
+    for _ in range(40):
+        handler({}, None)
+        blocks.append(intake.next()["heap_blocks"])
+    measured = [i for i, b in enumerate(blocks) if b is not None]
+    assert measured == [0, 16, 32], blocks
+    assert all(isinstance(blocks[i], int) and blocks[i] > 1000 for i in measured)

@@ -24,6 +24,10 @@ RUNTIME = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 AGENT = f"lambda_memory_profiler/{__version__}"
 # While growth is suspected, trace at most one invocation in this many.
 SUSPECT_INTERVAL = 10
+# Average cost allowed for the heap block count per invocation, and the longest gap between
+# two counts (a large heap makes the count slow).
+HEAP_BLOCKS_BUDGET_S = 4e-6
+MAX_HEAP_BLOCKS_EVERY = 16
 # Past this many retained blocks, growth uses per-site mean sizes (bounded cost).
 MAX_SIZED_BLOCKS = 50000
 _THIS_FILE = __file__
@@ -234,6 +238,8 @@ class _Profiler:
         # they turn the tracing budget into an effective sampling rate.
         self.plain_s: float | None = None
         self.extra_s: float | None = None
+        self.blocks_every = 1
+        self.skipped_blocks = 0
 
     def learn(self, traced: bool, cold: bool, cost_s: float) -> None:
         if cold:
@@ -245,6 +251,21 @@ class _Profiler:
             extra = max(cost_s - self.plain_s, 0.0)
             e = self.extra_s
             self.extra_s = extra if e is None else e + 0.3 * (extra - e)
+
+    def heap_blocks(self) -> int | None:
+        """``sys.getallocatedblocks()``, on every invocation while it is cheap. It walks the
+        allocator's pools, so its cost grows with the heap: past HEAP_BLOCKS_BUDGET_S it is
+        taken every few invocations only (at most MAX_HEAP_BLOCKS_EVERY), ``None`` between."""
+        self.skipped_blocks += 1
+        if self.skipped_blocks < self.blocks_every:
+            return None
+        self.skipped_blocks = 0
+        t0 = _perf()
+        n = _blocks()
+        cost = _perf() - t0
+        every = int(cost / HEAP_BLOCKS_BUDGET_S) + 1
+        self.blocks_every = every if every < MAX_HEAP_BLOCKS_EVERY else MAX_HEAP_BLOCKS_EVERY
+        return n
 
     def effective_rate(self) -> float:
         """The sample rate, lowered so that tracing costs at most the budget per invocation on
@@ -374,18 +395,19 @@ def _finish(
     rss = _P.rss
     rss_peak = rss.read() if rss is not None else None
     if blocks is None:
-        blocks = _blocks()
+        blocks = prof.heap_blocks()
     gc1 = _GC
     try:
         garbage = len(gc.garbage)
     except Exception:
         garbage = None
     # Net counter of live blocks at each invocation's end: steady growth makes tracing likelier.
-    if prof.prev_blocks >= 0 and blocks > prof.prev_blocks:
-        prof.rising += 1
-    else:
-        prof.rising = 0
-    prof.prev_blocks = blocks
+    if blocks is not None:
+        if prof.prev_blocks >= 0 and blocks > prof.prev_blocks:
+            prof.rising += 1
+        else:
+            prof.rising = 0
+        prof.prev_blocks = blocks
     record = {
         "v": PROTOCOL_VERSION,
         "kind": "invocation",
