@@ -82,8 +82,11 @@ layer: tools
 examples-test: venv
 	$(VPY) -m pytest -q tests/examples
 
+# Layout and glibc floor of the zip; the unpacked layer under the project's emulator.
 layer-test: venv layer
-	LMP_LAYER_ZIP=$(abspath $(LAYER_ZIP)) $(VPY) -m pytest -q tests/layer
+	cargo build -q -p lambda-emulator
+	LMP_LAYER_ZIP=$(abspath $(LAYER_ZIP)) LMP_EMULATOR=$(abspath target/debug/lambda-emulator) \
+	  $(VPY) -m pytest -q tests/layer
 
 # cfn-lint, metric names against the README table, SAM's own lint and a real `sam build`
 # (through the targets below), all offline.
