@@ -59,10 +59,9 @@ pub fn lines(
                     doc.insert(k.clone(), Value::String(v.clone()));
                 }
                 for (m, vals) in part {
-                    let v = if vals.len() == 1 {
-                        json!(vals[0])
-                    } else {
-                        json!(vals)
+                    let v = match vals {
+                        [one] => json!(one),
+                        many => json!(many),
                     };
                     doc.insert(m.name().to_string(), v);
                 }
