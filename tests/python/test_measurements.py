@@ -171,3 +171,33 @@ def test_no_collection_reports_zero(intake):
     handler({}, None)
     rec = intake.next()
     assert rec["gc"]["collections"] == 0 and rec["gc"]["collected"] == 0
+
+
+def test_deeper_tracebacks_name_the_functions_own_line(intake):
+    import json
+
+    body = json.dumps([{"id": i, "name": f"item-{i}"} for i in range(200)])
+    kept = []
+
+    def make(frames):
+        @memory_profile(sample_rate=1.0, frames=frames, intake_port=intake.port)
+        def handler(event, context):
+            kept.append(json.loads(event))  # the leaking line
+            return None
+
+        return handler
+
+    shallow, deep = make(1), make(8)
+    shallow(body, None)
+    top_shallow = intake.next()["trace"]["top"][0]
+    deep(body, None)
+    rec = intake.next()
+    top_deep = rec["trace"]["top"][0]
+    line = deep.__wrapped__.__code__.co_firstlineno + 2
+    # One frame: the allocating line itself, inside the json package.
+    assert top_shallow["file"].endswith("decoder.py"), top_shallow
+    # Eight frames: the newest frame in the function's own code.
+    assert top_deep["file"] == __file__ and top_deep["line"] == line, top_deep
+    assert top_deep["count"] >= 200
+    assert abs(rec["trace"]["growth_bytes"] - rec["trace"]["retained_bytes"]) < 1024
+    kept.clear()

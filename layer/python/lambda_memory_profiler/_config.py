@@ -78,6 +78,13 @@ def _parse_budget(raw: str) -> float:
     return v
 
 
+def _parse_frames(raw: str) -> int:
+    v = int(raw)
+    if not (1 <= v <= 32):
+        raise ValueError("expected an integer in [1, 32]")
+    return v
+
+
 def _parse_namespace(raw: str) -> str:
     v = raw.strip()
     # CloudWatch namespaces: 1-255 characters, no leading colon.
@@ -126,6 +133,7 @@ class Options:
         "storage_resolution",
         "dimensions",
         "trace_budget_us",
+        "frames",
     )
 
     def __init__(
@@ -140,6 +148,7 @@ class Options:
         storage_resolution: int,
         dimensions: tuple[str, ...],
         trace_budget_us: float,
+        frames: int,
     ) -> None:
         self.disable = disable
         self.trace = trace
@@ -151,6 +160,7 @@ class Options:
         self.storage_resolution = storage_resolution
         self.dimensions = dimensions
         self.trace_budget_us = trace_budget_us
+        self.frames = frames
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
@@ -189,6 +199,7 @@ def resolve(overrides: dict[str, object], env: Mapping[str, str] | None = None) 
         ("storage_resolution", "LMP_STORAGE_RESOLUTION", _parse_resolution, 60),
         ("dimensions", "LMP_DIMENSIONS", _parse_dimensions, ("FunctionName",)),
         ("trace_budget_us", "LMP_TRACE_BUDGET_US", _parse_budget, DEFAULT_TRACE_BUDGET_US),
+        ("frames", "LMP_TRACE_FRAMES", _parse_frames, 1),
     )
     values: dict[str, object] = {}
     for key, var, parse, default in table:

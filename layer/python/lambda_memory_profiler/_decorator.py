@@ -94,13 +94,51 @@ def _site_rows(snapshot: Any) -> tuple[list[tuple[str, int, int, int]], int]:
     return rows, own
 
 
+_library_prefixes: tuple[str, ...] | None = None
+
+
+def _libraries() -> tuple[str, ...]:
+    """Folders of code that is not the function's own: the standard library, installed
+    packages, and the Lambda runtime client (``/var/runtime``)."""
+    global _library_prefixes
+    if _library_prefixes is None:
+        import sysconfig
+
+        found = {"/var/runtime/"}
+        paths = sysconfig.get_paths()
+        for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+            if paths.get(name):
+                found.add(os.path.join(paths[name], ""))
+        _library_prefixes = tuple(found)
+    return _library_prefixes
+
+
+def _site_of(frames: tuple[tuple[str, int], ...]) -> tuple[str, int]:
+    """The newest frame in the function's own code, else the newest frame. With one frame per
+    trace (the default) that is the allocating line itself, wherever it is."""
+    libs = _libraries()
+    for frame in frames:
+        if not frame[0].startswith(libs):
+            return frame
+    return frames[0]
+
+
 def _group_raw(raw: list[Any]) -> tuple[list[tuple[str, int, int, int]], int]:
-    """Groups raw traces (domain, size, frames most recent first, ...) by their newest frame:
-    what ``statistics("lineno")`` computes, without building an object per trace."""
+    """Groups raw traces (domain, size, frames most recent first, ...) by allocation site:
+    what ``statistics("lineno")`` computes, without building an object per trace; with deeper
+    tracebacks, the site is the newest frame in the function's own code."""
     acc: dict[Any, list[int]] = {}
+    sites: dict[Any, tuple[str, int]] = {}
     for t in raw:
         frames = t[2]
-        key = frames[0] if frames else ("<unknown>", 0)
+        if not frames:
+            key: Any = ("<unknown>", 0)
+        elif len(frames) == 1 or frames[0][0] in _OWN_FILES:
+            key = frames[0]
+        else:
+            key = sites.get(frames)
+            if key is None:
+                key = sites[frames] = _site_of(frames)
         e = acc.get(key)
         if e is None:
             acc[key] = [t[1], 1]
@@ -301,7 +339,7 @@ class _Profiler:
             cur0, peak0 = tracemalloc.get_traced_memory()
             return ("shared", cur0, peak0)
         blocks0 = _probes.heap_blocks()
-        tracemalloc.start()
+        tracemalloc.start(self.opts.frames)
         return ("own", blocks0)
 
     def trace_end(
@@ -514,6 +552,7 @@ def memory_profile(
     dimensions: str | None = None,
     disable: bool | None = None,
     trace_budget_us: float | None = None,
+    frames: int | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -530,6 +569,7 @@ def memory_profile(
     dimensions: str | None = None,
     disable: bool | None = None,
     trace_budget_us: float | None = None,
+    frames: int | None = None,
 ) -> F | Callable[[F], F]:
     """Measures each invocation of a Lambda handler; usable bare or with options.
 
@@ -547,6 +587,7 @@ def memory_profile(
         "dimensions": dimensions,
         "disable": disable,
         "trace_budget_us": trace_budget_us,
+        "frames": frames,
     }
 
     opts = resolve(overrides)  # now: a bad option fails where it is written
