@@ -179,10 +179,41 @@ pub fn listen_ip(hosts_text: Option<&str>) -> IpAddr {
     loopback
 }
 
+/// How long the name may take to resolve when `/etc/hosts` does not list it.
+const RESOLVE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The sandbox address: `/etc/hosts` first (no query at all), else the resolver, bounded by
+/// [`RESOLVE_TIMEOUT`]; 127.0.0.1 when neither names it.
+async fn sandbox_ip() -> IpAddr {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok();
+    let from_hosts = listen_ip(hosts.as_deref());
+    if !from_hosts.is_loopback() || hosts.as_deref().is_some_and(names_sandbox) {
+        return from_hosts;
+    }
+    let lookup = tokio::net::lookup_host((SANDBOX_HOST, 0));
+    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(addrs)) => addrs
+            .map(|a| a.ip())
+            .find(|ip| !ip.is_unspecified())
+            .unwrap_or(from_hosts),
+        _ => from_hosts,
+    }
+}
+
+fn names_sandbox(hosts: &str) -> bool {
+    hosts.lines().any(|l| {
+        l.split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .any(|n| n.eq_ignore_ascii_case(SANDBOX_HOST))
+    })
+}
+
 /// Binds the listener (sandbox address, falling back to 127.0.0.1) on an ephemeral port.
 pub async fn bind() -> std::io::Result<TcpListener> {
-    let hosts = std::fs::read_to_string("/etc/hosts").ok();
-    let ip = listen_ip(hosts.as_deref());
+    let ip = sandbox_ip().await;
     match TcpListener::bind(SocketAddr::new(ip, 0)).await {
         Ok(l) => Ok(l),
         Err(e) if !ip.is_loopback() => {
@@ -371,6 +402,18 @@ mod tests {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         );
         assert_eq!(listen_ip(None), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(names_sandbox(hosts));
+        assert!(!names_sandbox(
+            "127.0.0.1 localhost\n# 1.2.3.4 sandbox.localdomain\n"
+        ));
+    }
+
+    #[tokio::test]
+    async fn binds_a_non_wildcard_address() {
+        let l = bind().await.expect("bind");
+        let addr = l.local_addr().unwrap();
+        assert!(!addr.ip().is_unspecified(), "{addr}");
+        assert_ne!(addr.port(), 0);
     }
 
     async fn post(addr: SocketAddr, body: &'static [u8]) -> u16 {
