@@ -201,3 +201,20 @@ def test_deeper_tracebacks_name_the_functions_own_line(intake):
     assert top_deep["count"] >= 200
     assert abs(rec["trace"]["growth_bytes"] - rec["trace"]["retained_bytes"]) < 1024
     kept.clear()
+
+
+def test_a_large_response_is_retention_but_not_growth(intake):
+    @memory_profile(sample_rate=1.0, intake_port=intake.port)
+    def handler(event, context):
+        items = [{"id": i, "name": f"item-{i}", "tags": ["a", str(i)]} for i in range(300)]
+        return {"statusCode": 200, "items": items, "body": "x" * 5000}
+
+    for _ in range(3):
+        out = handler({}, None)
+        t = intake.next()["trace"]
+        # The response is live at the end (the runtime still has to send it) ...
+        assert t["retained_bytes"] > 60_000, t
+        # ... but the runtime frees it right after: it is not growth (up to the small dict
+        # tables that may come from CPython's free list: at most 80 of them, ~200 bytes each).
+        assert abs(t["growth_bytes"]) < 80 * 200, t
+        assert len(out["items"]) == 300
