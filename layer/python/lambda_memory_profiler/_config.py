@@ -15,7 +15,7 @@ DEFAULT_TOP = 10
 DEFAULT_INTAKE_PORT = 4243
 DEFAULT_NAMESPACE = "LambdaMemoryProfiler"
 DEFAULT_SUSPECT_WINDOW = 8
-DEFAULT_TRACE_BUDGET_US = 15.0
+DEFAULT_TRACE_BUDGET_US = 10.0
 
 # One warning per (variable, value): a bad value must be visible in the logs but must not
 # repeat on every decorated function or every invocation.

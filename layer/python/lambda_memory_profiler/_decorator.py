@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar, overload
 
 from . import _probes
 from ._config import Options, resolve
-from ._handoff import PROTOCOL_VERSION, Sender, sender_for
+from ._handoff import PROTOCOL_VERSION, Sender, encode, encode_invocation, sender_for
 from ._version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -475,34 +475,64 @@ def _finish(
         else:
             prof.rising = 0
         prof.prev_blocks = blocks
-    record = {
-        "v": PROTOCOL_VERSION,
-        "kind": "invocation",
-        "request_id": _request_id(args, kwargs),
-        "pid": os.getpid(),
-        "runtime": RUNTIME,
-        "start_ms": start_ms,
-        "duration_ms": duration_s * 1000.0,
-        "cold_start": cold,
-        "error_type": type(exc).__name__ if exc is not None else None,
-        "rss_peak_bytes": rss_peak,
-        "rss_peak_scope": rss.scope if rss is not None else "process",
-        "heap_blocks": blocks,
-        "gc": {
-            "collections": gc1[0] - gc0[0],
-            "collected": gc1[1] - gc0[1],
-            "uncollectable": gc1[2] - gc0[2],
-            "garbage": garbage,
-        },
-        "trace": trace,
-    }
+    request_id = _request_id(args, kwargs)
+    pid = os.getpid()
+    duration_ms = duration_s * 1000.0
+    error_type = type(exc).__name__ if exc is not None else None
+    scope = rss.scope if rss is not None else "process"
+    collections = gc1[0] - gc0[0]
+    collected = gc1[1] - gc0[1]
+    uncollectable = gc1[2] - gc0[2]
     opts = prof.opts
     sender = prof.sender
     if sender is None:
         sender = prof.sender = sender_for(opts.intake_port)
     if not sender.hello_sent:
         sender.hello(RUNTIME, AGENT)
-    sender.send(record, opts.namespace, opts.dimensions, opts.storage_resolution)
+    if trace is None and not sender.absent:
+        # The every-invocation path: straight to bytes, no intermediate record.
+        data = encode_invocation(
+            request_id,
+            pid,
+            RUNTIME,
+            start_ms,
+            duration_ms,
+            cold,
+            error_type,
+            rss_peak,
+            scope,
+            blocks,
+            collections,
+            collected,
+            uncollectable,
+            garbage,
+        )
+        if sender.try_send(data):
+            return
+    record = {
+        "v": PROTOCOL_VERSION,
+        "kind": "invocation",
+        "request_id": request_id,
+        "pid": pid,
+        "runtime": RUNTIME,
+        "start_ms": start_ms,
+        "duration_ms": duration_ms,
+        "cold_start": cold,
+        "error_type": error_type,
+        "rss_peak_bytes": rss_peak,
+        "rss_peak_scope": scope,
+        "heap_blocks": blocks,
+        "gc": {
+            "collections": collections,
+            "collected": collected,
+            "uncollectable": uncollectable,
+            "garbage": garbage,
+        },
+        "trace": trace,
+    }
+    if trace is not None and sender.try_send(encode(record)):
+        return
+    sender.print_emf(record, opts.namespace, opts.dimensions, opts.storage_resolution)
 
 
 def _wrap(fn: F, opts: Options) -> F:

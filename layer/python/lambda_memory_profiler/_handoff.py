@@ -35,28 +35,60 @@ def _dumps(obj: Any) -> bytes:
     return _ENCODER.encode(obj).encode("ascii")
 
 
-def _num(x: Any) -> str:
-    return "null" if x is None else str(int(x))
+def encode_invocation(
+    request_id: str,
+    pid: int,
+    runtime: str,
+    start_ms: float,
+    duration_ms: float,
+    cold_start: bool,
+    error_type: str | None,
+    rss_peak_bytes: int | None,
+    rss_peak_scope: str,
+    heap_blocks: int | None,
+    collections: int,
+    collected: int,
+    uncollectable: int,
+    garbage: int | None,
+    trace_json: str = "null",
+) -> bytes:
+    """The invocation record as JSON, straight from its figures: about half the cost of
+    building a dict and running the generic encoder, on a path taken at every invocation."""
+    return (
+        f'{{"v":{PROTOCOL_VERSION},"kind":"invocation","request_id":{_q(request_id)},'
+        f'"pid":{int(pid)},"runtime":{_q(runtime)},'
+        f'"start_ms":{float(start_ms):.1f},"duration_ms":{float(duration_ms):.3f},'
+        f'"cold_start":{"true" if cold_start else "false"},'
+        f'"error_type":{"null" if error_type is None else _q(error_type)},'
+        f'"rss_peak_bytes":{"null" if rss_peak_bytes is None else int(rss_peak_bytes)},'
+        f'"rss_peak_scope":{_q(rss_peak_scope)},'
+        f'"heap_blocks":{"null" if heap_blocks is None else int(heap_blocks)},'
+        f'"gc":{{"collections":{int(collections)},"collected":{int(collected)},'
+        f'"uncollectable":{int(uncollectable)},'
+        f'"garbage":{"null" if garbage is None else int(garbage)}}},'
+        f'"trace":{trace_json}}}'
+    ).encode("ascii")
 
 
 def _fast(record: dict[str, Any], trace_json: str) -> bytes:
-    """The invocation record as JSON, a few times faster than the generic encoder."""
     g = record["gc"]
-    err = record["error_type"]
-    return (
-        f'{{"v":{PROTOCOL_VERSION},"kind":"invocation","request_id":{_q(record["request_id"])},'
-        f'"pid":{int(record["pid"])},"runtime":{_q(record["runtime"])},'
-        f'"start_ms":{float(record["start_ms"]):.1f},'
-        f'"duration_ms":{float(record["duration_ms"]):.3f},'
-        f'"cold_start":{"true" if record["cold_start"] else "false"},'
-        f'"error_type":{"null" if err is None else _q(err)},'
-        f'"rss_peak_bytes":{_num(record["rss_peak_bytes"])},'
-        f'"rss_peak_scope":{_q(record["rss_peak_scope"])},'
-        f'"heap_blocks":{_num(record["heap_blocks"])},'
-        f'"gc":{{"collections":{_num(g["collections"])},"collected":{_num(g["collected"])},'
-        f'"uncollectable":{_num(g["uncollectable"])},"garbage":{_num(g["garbage"])}}},'
-        f'"trace":{trace_json}}}'
-    ).encode("ascii")
+    return encode_invocation(
+        record["request_id"],
+        record["pid"],
+        record["runtime"],
+        record["start_ms"],
+        record["duration_ms"],
+        record["cold_start"],
+        record["error_type"],
+        record["rss_peak_bytes"],
+        record["rss_peak_scope"],
+        record["heap_blocks"],
+        g["collections"],
+        g["collected"],
+        g["uncollectable"],
+        g["garbage"],
+        trace_json,
+    )
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -193,6 +225,13 @@ class Sender:
         }
         self._send_bytes(_dumps(rec))
 
+    def try_send(self, data: bytes) -> bool:
+        """False when the record must be printed instead: the extension is absent (this very
+        send may be the one that found out, so the record is not lost)."""
+        if self.absent:
+            return False
+        return self._send_bytes(data) or not self.absent
+
     def send(
         self,
         record: dict[str, Any],
@@ -200,9 +239,17 @@ class Sender:
         dimensions: tuple[str, ...],
         storage_resolution: int,
     ) -> None:
-        # When this very send discovers the absence, the record is printed instead: not lost.
-        if not self.absent and (self._send_bytes(encode(record)) or not self.absent):
+        if self.try_send(encode(record)):
             return
+        self.print_emf(record, namespace, dimensions, storage_resolution)
+
+    def print_emf(
+        self,
+        record: dict[str, Any],
+        namespace: str,
+        dimensions: tuple[str, ...],
+        storage_resolution: int,
+    ) -> None:
         self.emf_lines += 1
         line = emf_line(record, namespace, dimensions, storage_resolution)
         try:
