@@ -7,12 +7,7 @@ use lambda_memory_profiler::{agent, config::Config, stats::Counters};
 
 fn main() {
     let (cfg, warnings) = Config::from_env();
-    tracing_subscriber::fmt()
-        .with_max_level(cfg.log_level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .init();
+    init_logging(cfg.log_level);
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -37,4 +32,22 @@ fn main() {
     };
     // Exit at once: background tasks (listeners, a stuck flush) must not hold the process.
     std::process::exit(code);
+}
+
+/// Logs to stderr (Lambda ships it). Our own events at `level`; the libraries' (HTTP, SDK) at most
+/// `warn`, so `LMP_LOG_LEVEL=debug` stays readable.
+fn init_logging(level: tracing::Level) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level.min(tracing::Level::WARN))
+        .with_target("lambda_memory_profiler", level);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_target(false),
+        )
+        .with(filter)
+        .init();
 }

@@ -114,6 +114,10 @@ async fn metrics_arrive_in_cloudwatch_with_the_right_values_and_dimensions() {
         !ext.exit.killed_at_deadline,
         "flushed and exited before the deadline"
     );
+    eprintln!(
+        "post-runtime per invoke: {:?}; SHUTDOWN to exit: {:?}; peak RSS {} bytes",
+        ext.post_runtime, ext.exit.exit_after_shutdown, ext.peak_rss_bytes
+    );
 
     let cw = reader(&ls.endpoint());
     let max_used = reports

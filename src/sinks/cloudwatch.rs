@@ -188,7 +188,12 @@ impl CloudWatchSink {
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
+                let t0 = std::time::Instant::now();
                 let c = build_client().await;
+                tracing::debug!(
+                    ms = t0.elapsed().as_millis() as u64,
+                    "CloudWatch client built"
+                );
                 self.client = Some(c.clone());
                 c
             }
@@ -200,13 +205,19 @@ impl CloudWatchSink {
                 .map(|p| to_sdk(p, &self.dims, self.storage_resolution))
                 .collect();
             report.requests += 1;
-            match client
+            let t0 = std::time::Instant::now();
+            let result = client
                 .put_metric_data()
                 .namespace(&self.namespace)
                 .set_metric_data(Some(data))
                 .send()
-                .await
-            {
+                .await;
+            tracing::debug!(
+                ms = t0.elapsed().as_millis() as u64,
+                ok = result.is_ok(),
+                "PutMetricData"
+            );
+            match result {
                 Ok(_) => report.sent_values += values,
                 Err(e) => {
                     report.failed_requests += 1;
