@@ -218,3 +218,32 @@ def test_a_large_response_is_retention_but_not_growth(intake):
         # tables that may come from CPython's free list: at most 80 of them, ~200 bytes each).
         assert abs(t["growth_bytes"]) < 80 * 200, t
         assert len(out["items"]) == 300
+
+
+def test_garbage_list_and_duration_are_reported(intake):
+    import time
+
+    class Node:
+        def __init__(self):
+            self.me = self
+
+    @memory_profile(trace=False, intake_port=intake.port)
+    def handler(event, context):
+        gc.set_debug(gc.DEBUG_SAVEALL)  # collected objects go to gc.garbage instead
+        try:
+            for _ in range(50):
+                Node()
+            gc.collect()
+        finally:
+            gc.set_debug(0)
+        time.sleep(0.05)
+        return None
+
+    try:
+        handler({}, None)
+        rec = intake.next()
+        assert rec["gc"]["garbage"] >= 50, rec["gc"]
+        assert rec["gc"]["garbage"] == len(gc.garbage)
+        assert 50 <= rec["duration_ms"] < 30_000
+    finally:
+        gc.garbage.clear()
