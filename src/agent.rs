@@ -329,6 +329,11 @@ impl Agent {
         let left = deadline_ms.saturating_sub(epoch_ms() + margin);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(left);
         tracing::info!(%reason, budget_ms = left, pending = self.join.pending_len(), "shutdown");
+        // Whatever the sources already delivered.
+        while let Ok(ev) = rx.try_recv() {
+            let done = self.join.on_event(ev, Instant::now(), epoch_ms());
+            self.publish(done).await;
+        }
         // The last invocation's report arrives now: wait for it, briefly.
         let wait_until =
             tokio::time::Instant::now() + SHUTDOWN_REPORT_WAIT.min(Duration::from_millis(left / 2));
