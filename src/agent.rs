@@ -25,6 +25,8 @@ type NextFuture = Pin<Box<dyn std::future::Future<Output = Result<NextEvent, Lif
 
 /// Capacity of the source → join channel; beyond it events are dropped and counted.
 const EVENT_CHANNEL: usize = 1024;
+/// How often an `end` flush waiting for the runtime checks that the runtime still exists.
+const RUNTIME_POLL: Duration = Duration::from_millis(50);
 /// Longest wait at SHUTDOWN for the last `platform.report`.
 const SHUTDOWN_REPORT_WAIT: Duration = Duration::from_millis(600);
 
@@ -48,6 +50,8 @@ struct Agent {
     function_name: String,
     counters: Arc<Counters>,
     evicted_seen: u64,
+    /// The runtime process the decorator reported, watched while an `end` flush waits for it.
+    runtime_pid: Option<u32>,
 }
 
 /// Runs the extension until SHUTDOWN; returns when everything is flushed (or the deadline came).
@@ -116,6 +120,7 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
         function_name,
         counters,
         evicted_seen: 0,
+        runtime_pid: None,
     };
     agent.event_loop(client, &mut rx).await;
     Ok(())
@@ -230,9 +235,12 @@ impl Agent {
                     }
                 }
                 Some(ev) = rx.recv() => {
+                    self.note_runtime_pid(&ev);
                     let done = self.join.on_event(ev, Instant::now(), epoch_ms());
                     self.publish(done).await;
                 }
+                // Wakes the loop to notice a runtime that died mid-invocation (no record comes).
+                _ = tokio::time::sleep(RUNTIME_POLL), if awaiting_end.is_some() && self.runtime_pid.is_some() => {}
                 _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => {
                     tracing::debug!("invocation end not seen before its deadline");
                     awaiting_end = None;
@@ -268,7 +276,24 @@ impl Agent {
         let telemetry_live = self.join.telemetry_active()
             && self.counters.telemetry_received.load(Ordering::Relaxed) > 0;
         let has_signal = telemetry_live || self.join.decorator_seen();
-        !has_signal || self.join.finished(request_id)
+        !has_signal || self.join.finished(request_id) || self.runtime_gone()
+    }
+
+    fn note_runtime_pid(&mut self, ev: &SourceEvent) {
+        let pid = match ev {
+            SourceEvent::DecoratorHello { pid } => *pid,
+            SourceEvent::Decorator { record, .. } => record.pid,
+            SourceEvent::Telemetry(_) => None,
+        };
+        if pid.is_some() {
+            self.runtime_pid = pid;
+        }
+    }
+
+    /// The decorator's process no longer exists (killed, crashed): its record will not come.
+    fn runtime_gone(&self) -> bool {
+        self.runtime_pid
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
     }
 
     async fn publish(&mut self, profiles: Vec<InvocationProfile>) {

@@ -21,7 +21,9 @@ pub enum SourceEvent {
         proc_mem: Option<ProcMemory>,
     },
     /// The decorator announced itself: from now on its record is expected for every invocation.
-    DecoratorHello,
+    DecoratorHello {
+        pid: Option<u32>,
+    },
 }
 
 /// Everything known about one invocation.
@@ -163,7 +165,7 @@ impl Join {
     ) -> Vec<InvocationProfile> {
         let mut out = Vec::new();
         match ev {
-            SourceEvent::DecoratorHello => self.decorator_seen = true,
+            SourceEvent::DecoratorHello { .. } => self.decorator_seen = true,
             SourceEvent::Decorator { record, proc_mem } => {
                 self.decorator_seen = true;
                 let id = record.request_id.clone();
@@ -347,7 +349,9 @@ mod tests {
         let t = Instant::now();
         let mut j = Join::new(cfg(8));
         assert!(j.on_invoke("a", t, 1000).is_empty());
-        assert!(j.on_event(SourceEvent::DecoratorHello, t, 1000).is_empty());
+        assert!(j
+            .on_event(SourceEvent::DecoratorHello { pid: None }, t, 1000)
+            .is_empty());
         assert!(
             j.on_event(record("a"), t, 1000).is_empty(),
             "waits for the report"
@@ -399,7 +403,7 @@ mod tests {
         let t0 = Instant::now();
         let late = t0 + Duration::from_secs(600);
         let mut j = Join::new(cfg(8));
-        j.on_event(SourceEvent::DecoratorHello, t0, 0);
+        j.on_event(SourceEvent::DecoratorHello { pid: None }, t0, 0);
         j.on_invoke("a", t0, 0);
         // The record for "a" was lost; its report arrives during "b".
         j.on_invoke("b", late, 0);
@@ -443,7 +447,7 @@ mod tests {
     fn full_table_evicts_the_oldest_as_partial() {
         let t = Instant::now();
         let mut j = Join::new(cfg(2));
-        j.on_event(SourceEvent::DecoratorHello, t, 0);
+        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
         j.on_event(record("a"), t, 0);
         j.on_event(record("b"), t, 0);
         let out = j.on_event(record("c"), t, 0);
@@ -458,7 +462,7 @@ mod tests {
     fn drain_flags_incomplete_and_discards_empty() {
         let t = Instant::now();
         let mut j = Join::new(cfg(8));
-        j.on_event(SourceEvent::DecoratorHello, t, 0);
+        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
         j.on_invoke("a", t, 0);
         j.on_event(record("a"), t, 0);
         j.on_invoke("b", t, 0); // nothing ever arrived for b

@@ -63,13 +63,23 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
+struct Harness {
+    ev_tx: mpsc::Sender<Value>,
+    next_rx: mpsc::Receiver<()>,
+    sub_rx: mpsc::Receiver<Value>,
+    child: tokio::process::Child,
+    out_task: tokio::task::JoinHandle<String>,
+    err_task: tokio::task::JoinHandle<String>,
+    intake_port: u16,
+}
+
+/// Serves the fake API and starts the extension against it with `env` (plus the basics).
+async fn start(env: &[(&str, &str)]) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = listener.local_addr().unwrap();
     let (ev_tx, ev_rx) = mpsc::channel(8);
-    let (next_tx, mut next_rx) = mpsc::channel(8);
-    let (sub_tx, mut sub_rx) = mpsc::channel(1);
+    let (next_tx, next_rx) = mpsc::channel(8);
+    let (sub_tx, sub_rx) = mpsc::channel(1);
     let api = Arc::new(Api {
         events: Mutex::new(ev_rx),
         next_called: next_tx,
@@ -86,19 +96,20 @@ async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
             });
         }
     });
-
     let intake_port = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lambda-memory-profiler"))
-        .env_clear()
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lambda-memory-profiler"));
+    cmd.env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "fake-fn")
         .env("LMP_SINK", "emf")
-        .env("LMP_FLUSH", "periodic:3600")
-        .env("LMP_DIMENSIONS", "FunctionName,FunctionVersion")
-        .env("LMP_INTAKE_PORT", intake_port.to_string())
+        .env("LMP_INTAKE_PORT", intake_port.to_string());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -116,8 +127,36 @@ async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
         let _ = stderr.read_to_string(&mut s).await;
         s
     });
+    Harness {
+        ev_tx,
+        next_rx,
+        sub_rx,
+        child,
+        out_task,
+        err_task,
+        intake_port,
+    }
+}
 
-    let wait = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
+    let h = start(&[
+        ("LMP_FLUSH", "periodic:3600"),
+        ("LMP_DIMENSIONS", "FunctionName,FunctionVersion"),
+    ])
+    .await;
+    let Harness {
+        ev_tx,
+        mut next_rx,
+        mut sub_rx,
+        mut child,
+        out_task,
+        err_task,
+        intake_port,
+    } = h;
+    let wait = WAIT;
     let sub = tokio::time::timeout(wait, sub_rx.recv())
         .await
         .unwrap()
@@ -217,4 +256,74 @@ async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
         assert_eq!(d["FunctionName"], "fake-fn");
         assert_eq!(d["FunctionVersion"], "7");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_flush_does_not_wait_for_a_dead_runtime() {
+    let mut h = start(&[("LMP_FLUSH", "end")]).await;
+    tokio::time::timeout(WAIT, h.sub_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, h.next_rx.recv())
+        .await
+        .expect("first /next")
+        .unwrap();
+    // A "runtime" that serves invocation 0, then dies during invocation 1 without its record.
+    let mut runtime = tokio::process::Command::new("sleep")
+        .arg("1")
+        .spawn()
+        .unwrap();
+    let pid = runtime.id().unwrap();
+    let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exited2 = exited.clone();
+    // Reap it (a zombie keeps its /proc entry), and note when it is gone.
+    tokio::spawn(async move {
+        let _ = runtime.wait().await;
+        exited2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |v: Value| {
+        udp.send_to(v.to_string().as_bytes(), ("127.0.0.1", h.intake_port))
+            .unwrap();
+    };
+    h.ev_tx
+        .send(json!({"eventType": "INVOKE", "requestId": "req-0", "deadlineMs": now_ms() + 60_000}))
+        .await
+        .unwrap();
+    send(json!({"v": 1, "kind": "hello", "pid": pid, "runtime": "python3.11"}));
+    send(
+        json!({"v": 1, "kind": "invocation", "request_id": "req-0", "pid": pid, "duration_ms": 1.0}),
+    );
+    tokio::time::timeout(WAIT, h.next_rx.recv())
+        .await
+        .expect("/next after req-0")
+        .unwrap();
+    h.ev_tx
+        .send(json!({"eventType": "INVOKE", "requestId": "req-1", "deadlineMs": now_ms() + 60_000}))
+        .await
+        .unwrap();
+    // The decorator is known now, so the extension waits for req-1's record; it never comes.
+    // Without the watch it would hold `/next` until the deadline, 60 s away.
+    let t0 = std::time::Instant::now();
+    tokio::time::timeout(WAIT, h.next_rx.recv())
+        .await
+        .expect("/next once the runtime was gone, long before the deadline")
+        .unwrap();
+    assert!(
+        exited.load(std::sync::atomic::Ordering::SeqCst),
+        "/next came while the runtime was alive: it should have waited for the record"
+    );
+    eprintln!("/next {:?} after the INVOKE", t0.elapsed());
+    h.ev_tx
+        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "failure", "deadlineMs": now_ms() + 2_000}))
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, h.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    let err = h.err_task.await.unwrap();
+    let _ = h.out_task.await;
+    assert_eq!(status.code(), Some(0), "{err}");
 }

@@ -161,7 +161,7 @@ pub async fn run(socket: UdpSocket, tx: mpsc::Sender<SourceEvent>, counters: Arc
             Ok(IntakeRecord::Hello { pid, runtime }) => {
                 Counters::incr(&counters.intake_received);
                 tracing::debug!(?pid, ?runtime, "decorator hello");
-                SourceEvent::DecoratorHello
+                SourceEvent::DecoratorHello { pid }
             }
             Ok(IntakeRecord::Invocation(record)) => {
                 Counters::incr(&counters.intake_received);
