@@ -46,7 +46,8 @@ pub struct Trace {
     pub retained_bytes: Option<u64>,
     pub retained_blocks: Option<u64>,
     pub growth_bytes: Option<i64>,
-    #[serde(default)]
+    /// Entries that do not parse are skipped, never the record.
+    #[serde(default, deserialize_with = "lenient_list")]
     pub top: Vec<TopSite>,
     pub top_truncated: Option<u64>,
 }
@@ -64,8 +65,35 @@ pub struct DecoratorRecord {
     pub rss_peak_bytes: Option<u64>,
     pub rss_peak_scope: Option<String>,
     pub heap_blocks: Option<u64>,
+    /// A malformed `gc` or `trace` object is dropped alone: the core figures survive it.
+    #[serde(default, deserialize_with = "lenient")]
     pub gc: Option<GcStats>,
+    #[serde(default, deserialize_with = "lenient")]
     pub trace: Option<Trace>,
+}
+
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+fn lenient_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .filter_map(|i| serde_json::from_value(i).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// A record understood by this receiver.
@@ -250,6 +278,27 @@ mod tests {
         assert_eq!(r.request_id, "");
         assert_eq!(r.rss_peak_bytes, None);
         assert!(r.trace.is_none() && r.gc.is_none());
+    }
+
+    #[test]
+    fn a_bad_gc_trace_or_site_does_not_cost_the_core_figures() {
+        let r = parse_datagram(
+            br#"{"v":1,"kind":"invocation","request_id":"r","rss_peak_bytes":5,
+                "gc":{"collections":"two"},
+                "trace":{"peak_bytes":10,"top":[{"file":"a.py","line":null},{"file":"b.py","line":3,"size":7,"count":1},"junk"]}}"#,
+        )
+        .unwrap();
+        let IntakeRecord::Invocation(r) = r else {
+            panic!()
+        };
+        assert_eq!(r.rss_peak_bytes, Some(5));
+        assert!(r.gc.is_none());
+        let t = r.trace.unwrap();
+        assert_eq!(t.peak_bytes, Some(10));
+        assert_eq!(t.top.len(), 1);
+        assert_eq!(t.top[0].file, "b.py");
+        let r = parse_datagram(br#"{"v":1,"kind":"invocation","request_id":"r","trace":[1]}"#);
+        assert!(matches!(r, Ok(IntakeRecord::Invocation(ref x)) if x.trace.is_none()));
     }
 
     #[test]
