@@ -122,35 +122,42 @@ fn pump_output<R: AsyncRead + Unpin + Send + 'static>(
     source: OutputSource,
 ) {
     let shared = shared.clone();
+    shared.lock().open_pipes += 1;
     tokio::spawn(async move {
-        let (event_type, prefix) = match &source {
-            OutputSource::Runtime => ("function", "runtime".to_string()),
-            OutputSource::Extension(n) => ("extension", n.clone()),
-        };
-        let mut reader = BufReader::new(reader);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let line = String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
-            if shared.config.echo_output {
-                eprintln!("[{prefix}] {line}");
-            }
-            // JSON-object lines are delivered as objects, like Lambda does for JSON logs.
-            let record = match serde_json::from_str::<Value>(&line) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => Value::String(line.clone()),
-            };
-            let mut st = shared.lock();
-            st.output.entry(source.clone()).or_default().push(line);
-            st.emit(event_type, record);
-        }
+        pump_lines(&shared, reader, &source).await;
+        shared.lock().open_pipes -= 1;
+        shared.bump();
     });
+}
+
+async fn pump_lines<R: AsyncRead + Unpin>(shared: &SharedRef, reader: R, source: &OutputSource) {
+    let (event_type, prefix) = match source {
+        OutputSource::Runtime => ("function", "runtime".to_string()),
+        OutputSource::Extension(n) => ("extension", n.clone()),
+    };
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
+        if shared.config.echo_output {
+            eprintln!("[{prefix}] {line}");
+        }
+        // JSON-object lines are delivered as objects, like Lambda does for JSON logs.
+        let record = match serde_json::from_str::<Value>(&line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => Value::String(line.clone()),
+        };
+        let mut st = shared.lock();
+        st.output.entry(source.clone()).or_default().push(line);
+        st.emit(event_type, record);
+    }
 }
 
 /// Takes the child's pipes, then waits for it and records how it ended.
@@ -738,6 +745,13 @@ pub async fn shutdown_env(
                 && (st.runtime.pid.is_none() || st.runtime.exit.is_some()))
             .then_some(())
         },
+    )
+    .await;
+    // What a process printed just before exiting (e.g. a final flush) is still in its pipe.
+    wait_for(
+        shared,
+        Some(tokio_deadline(Instant::now() + Duration::from_secs(1))),
+        |st| (st.open_pipes == 0).then_some(()),
     )
     .await;
     let duration = t0.elapsed();

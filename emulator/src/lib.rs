@@ -120,13 +120,30 @@ impl Emulator {
     pub async fn shutdown(self, reason: ShutdownReason) -> Result<ShutdownReport, EmulatorError> {
         let _busy = self.busy.lock().await;
         let (extensions, runtime_exit, duration) = env::shutdown_env(&self.shared, reason).await;
-        self.shared.lock().closed = true;
+        let (runtime_output, extension_output, telemetry) = {
+            let mut st = self.shared.lock();
+            st.closed = true;
+            let mut by_extension = std::collections::BTreeMap::new();
+            let mut runtime_output = Vec::new();
+            for (source, lines) in &st.output {
+                match source {
+                    OutputSource::Runtime => runtime_output = lines.clone(),
+                    OutputSource::Extension(name) => {
+                        by_extension.insert(name.clone(), lines.clone());
+                    }
+                }
+            }
+            (runtime_output, by_extension, st.telemetry.clone())
+        };
         self.shared.bump();
         Ok(ShutdownReport {
             reason,
             extensions,
             runtime_exit,
             duration,
+            runtime_output,
+            extension_output,
+            telemetry,
         })
     }
 

@@ -154,26 +154,15 @@ async fn run(args: RunArgs) -> Result<()> {
         }
         outcomes.push(o);
     }
-    let telemetry = emulator.telemetry_emitted();
-    let runtime_output = emulator.output_lines(lambda_emulator::OutputSource::Runtime);
     let all_exts = emulator.extension_stats();
-    let mut ext_output = serde_json::Map::new();
-    for e in &all_exts {
-        ext_output.insert(
-            e.name.clone(),
-            serde_json::json!(
-                emulator.output_lines(lambda_emulator::OutputSource::Extension(e.name.clone()))
-            ),
-        );
-    }
     let report = emulator.shutdown(ShutdownReason::Spindown).await?;
     if args.json {
         let doc = serde_json::json!({
             "invocations": outcomes,
             "shutdown": report,
             "extensions": all_exts_after(&all_exts, &report),
-            "telemetry": telemetry,
-            "output": {"runtime": runtime_output, "extensions": ext_output},
+            "telemetry": report.telemetry,
+            "output": {"runtime": report.runtime_output, "extensions": report.extension_output},
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {

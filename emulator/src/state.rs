@@ -80,6 +80,8 @@ pub struct State {
     pub current: Option<Current>,
     pub telemetry: Vec<TelemetryEvent>,
     pub output: HashMap<OutputSource, Vec<String>>,
+    /// Output pipes not yet at end-of-file: shutdown waits for them so no last line is lost.
+    pub open_pipes: usize,
     /// High-water mark of the summed RSS of the current environment.
     pub hwm_bytes: u64,
     pub closed: bool,
@@ -114,6 +116,7 @@ impl Shared {
                 current: None,
                 telemetry: Vec::new(),
                 output: HashMap::new(),
+                open_pipes: 0,
                 hwm_bytes: 0,
                 closed: false,
                 last_init: None,

@@ -175,6 +175,16 @@ pub struct ShutdownReport {
     /// SHUTDOWN event to the end of the last process.
     #[serde(serialize_with = "ser_ms")]
     pub duration: Duration,
+    /// Every line the runtime printed, across all generations, including those printed during
+    /// shutdown (the emulator is consumed by `shutdown`, so they are handed over here).
+    #[serde(skip)]
+    pub runtime_output: Vec<String>,
+    /// Every line each extension printed, by extension name, including its SHUTDOWN-time output.
+    #[serde(skip)]
+    pub extension_output: std::collections::BTreeMap<String, Vec<String>>,
+    /// Every telemetry record the emulator generated, including those of the shutdown.
+    #[serde(skip)]
+    pub telemetry: Vec<TelemetryEvent>,
 }
 
 /// One telemetry record as the Telemetry API delivers it: `{"time","type","record"}`.

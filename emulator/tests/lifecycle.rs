@@ -44,6 +44,16 @@ async fn dict_events_reach_the_handler_and_the_lifecycle_runs_in_order() {
         .expect("shutdown");
     let ext = &report.extensions[0];
     assert_eq!(ext.name, "watcher");
+    // What the extension printed on its way out is kept, though the emulator is gone.
+    let printed = &report.extension_output["watcher"];
+    assert_eq!(
+        printed.last().map(String::as_str),
+        Some("final line at shutdown")
+    );
+    assert!(report
+        .telemetry
+        .iter()
+        .any(|t| t.event_type == "extension" && t.record == json!("final line at shutdown")));
     assert!(ext.exit.exited && !ext.exit.killed_at_deadline && !ext.exit.exited_before_shutdown);
     assert_eq!(ext.exit.code, Some(0));
     assert!(ext.exit.exit_after_shutdown.is_some());

@@ -47,11 +47,14 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Copies the built extension into `<dir>/extensions/` under its extension name.
+/// Links the built extension into `<dir>/extensions/` under its extension name.
+///
+/// A symlink, not a copy: a copy's write descriptor can leak into a child forked by another test
+/// thread before it is closed, and exec'ing the copy then fails with ETXTBSY.
 pub fn extensions_dir(dir: &Path) -> PathBuf {
     let ext_dir = dir.join("extensions");
     std::fs::create_dir_all(&ext_dir).unwrap();
-    std::fs::copy(
+    std::os::unix::fs::symlink(
         env!("CARGO_BIN_EXE_lambda-memory-profiler"),
         ext_dir.join(EXT),
     )

@@ -175,6 +175,8 @@ while True:
         if MODE == "ignore-shutdown":
             time.sleep(60)
         time.sleep(0.05)
+        # Printed as the very last thing, like an extension's final flush.
+        print("final line at shutdown", flush=True)
         sys.exit(0)
     last = ev["requestId"]
     if MODE == "exit-early" and not os.path.exists(MARKER):
