@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::analysis::environment::EnvironmentAnalysis;
 use crate::config::{Config, SinkKind};
 use crate::epoch_ms;
 use crate::flush::FlushPolicy;
@@ -52,6 +53,8 @@ struct Agent {
     evicted_seen: u64,
     /// The runtime process the decorator reported, watched while an `end` flush waits for it.
     runtime_pid: Option<u32>,
+    /// Leak, out-of-memory and right-size rules over the completed profiles.
+    analysis: EnvironmentAnalysis,
 }
 
 /// Runs the extension until SHUTDOWN; returns when everything is flushed (or the deadline came).
@@ -112,7 +115,16 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
         "ready"
     );
 
+    let configured_memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let analysis = EnvironmentAnalysis::new(
+        cfg.leak.clone(),
+        cfg.rightsize.clone(),
+        configured_memory_mb,
+    );
     let mut agent = Agent {
+        analysis,
         policy: FlushPolicy::new(cfg.flush),
         cfg,
         join,
@@ -314,6 +326,11 @@ impl Agent {
                 tracing::debug!(request_id = %p.request_id, "publishing a partial profile");
             }
             datums.extend(metrics::profile_datums(p));
+            let findings = self.analysis.observe(p, &self.function_name);
+            for line in &findings.log_lines {
+                sinks::print_line(line);
+            }
+            datums.extend(findings.datums);
         }
         if self.sink_tx.try_send(Command::Data(datums)).is_err() {
             Counters::add(&self.counters.datums_dropped, profiles.len() as u64);

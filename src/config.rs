@@ -60,6 +60,15 @@ pub struct Config {
     pub shutdown_margin: Duration,
     /// `LMP_LOG_LEVEL`: `error`, `warn`, `info` (default), `debug`, `trace`.
     pub log_level: tracing::Level,
+    /// Leak rule: `LMP_LEAK_WINDOW` (warm invocations judged, default 40), `LMP_LEAK_WARMUP`
+    /// (invocations ignored after a cold start, default 3), `LMP_LEAK_MIN_POINTS` (default 12),
+    /// `LMP_LEAK_MIN_HEAP_BYTES` (heap growth per invocation that counts, default 512),
+    /// `LMP_LEAK_MIN_RSS_BYTES` (RSS growth per invocation that counts, default 16384),
+    /// `LMP_LEAK_MAX_P` (largest Mann–Kendall p-value taken as a trend, default 0.01).
+    pub leak: crate::analysis::leak::LeakConfig,
+    /// Right-size: `LMP_HEADROOM` (fraction over the peak, default 0.3) and
+    /// `LMP_PRICE_PER_GB_SECOND` (default: Lambda's x86_64 or arm64 price, by build target).
+    pub rightsize: crate::analysis::rightsize::RightSizeConfig,
 }
 
 impl Default for Config {
@@ -77,6 +86,8 @@ impl Default for Config {
             storage_resolution: 60,
             shutdown_margin: Duration::from_millis(300),
             log_level: tracing::Level::INFO,
+            leak: crate::analysis::leak::LeakConfig::default(),
+            rightsize: crate::analysis::rightsize::RightSizeConfig::default(),
         }
     }
 }
@@ -199,8 +210,50 @@ impl Config {
                 .map_err(|_| "expected error, warn, info, debug or trace".to_string())?;
             Ok(())
         });
+        apply("LMP_LEAK_WINDOW", &mut |v| {
+            c.leak.window = parse_range(v, 6, 500)? as usize;
+            Ok(())
+        });
+        apply("LMP_LEAK_WARMUP", &mut |v| {
+            c.leak.warmup = parse_range(v, 0, 1000)? as usize;
+            Ok(())
+        });
+        apply("LMP_LEAK_MIN_POINTS", &mut |v| {
+            c.leak.min_points = parse_range(v, 6, 500)? as usize;
+            Ok(())
+        });
+        apply("LMP_LEAK_MIN_HEAP_BYTES", &mut |v| {
+            c.leak.min_heap_growth_bytes = parse_float(v, 0.0, 1e12)?;
+            Ok(())
+        });
+        apply("LMP_LEAK_MIN_RSS_BYTES", &mut |v| {
+            c.leak.min_rss_growth_bytes = parse_float(v, 0.0, 1e12)?;
+            Ok(())
+        });
+        apply("LMP_LEAK_MAX_P", &mut |v| {
+            c.leak.max_p_value = parse_float(v, 1e-12, 0.5)?;
+            Ok(())
+        });
+        apply("LMP_HEADROOM", &mut |v| {
+            c.rightsize.headroom = parse_float(v, 0.0, 10.0)?;
+            Ok(())
+        });
+        apply("LMP_PRICE_PER_GB_SECOND", &mut |v| {
+            c.rightsize.price_per_gb_second = parse_float(v, 0.0, 1.0)?;
+            Ok(())
+        });
         (c, warnings)
     }
+}
+
+fn parse_float(v: &str, min: f64, max: f64) -> Result<f64, String> {
+    let n: f64 = v
+        .parse()
+        .map_err(|_| format!("not a number in {min}..={max}"))?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("out of range {min}..={max}"));
+    }
+    Ok(n)
 }
 
 fn parse_range(v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -281,6 +334,21 @@ mod tests {
     }
 
     #[test]
+    fn analysis_settings_are_read() {
+        let (c, w) = parse(&[
+            ("LMP_LEAK_WINDOW", "60"),
+            ("LMP_LEAK_MIN_HEAP_BYTES", "2048"),
+            ("LMP_HEADROOM", "0.5"),
+            ("LMP_PRICE_PER_GB_SECOND", "0.0000133334"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.leak.window, 60);
+        assert_eq!(c.leak.min_heap_growth_bytes, 2048.0);
+        assert_eq!(c.rightsize.headroom, 0.5);
+        assert_eq!(c.rightsize.price_per_gb_second, 0.000_013_333_4);
+    }
+
+    #[test]
     fn bad_values_warn_with_reason_and_keep_defaults() {
         let (c, w) = parse(&[
             ("LMP_SINK", "kafka"),
@@ -292,10 +360,13 @@ mod tests {
             ("LMP_STORAGE_RESOLUTION", "10"),
             ("LMP_LOG_LEVEL", "loud"),
             ("LMP_NAMESPACE", ":bad"),
+            ("LMP_LEAK_WINDOW", "2"),
+            ("LMP_HEADROOM", "NaN"),
+            ("LMP_LEAK_MAX_P", "0.9"),
         ]);
         assert_eq!(c, Config::default());
         let vars: Vec<&str> = w.iter().map(|w| w.var).collect();
-        assert_eq!(vars.len(), 9, "{w:?}");
+        assert_eq!(vars.len(), 12, "{w:?}");
         for v in [
             "LMP_SINK",
             "LMP_FLUSH",

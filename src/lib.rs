@@ -1,10 +1,11 @@
 //! lambda-memory-profiler: an AWS Lambda extension that joins the platform's memory figures, the
 //! runtime's `/proc` figures and the Python decorator's measurements into one record per invocation.
 //!
-//! Data flows one way: `sources` → `invocation` (the join) → `metrics` → `sinks`; `lifecycle`
+//! Data flows one way: `sources` → `invocation` (the join) → `analysis` → `metrics` → `sinks`; `lifecycle`
 //! talks to the Extensions API and `flush` decides when the sinks send.
 
 pub mod agent;
+pub mod analysis;
 pub mod config;
 pub mod flush;
 pub mod invocation;

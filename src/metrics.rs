@@ -43,7 +43,7 @@ pub struct MetricDef {
 
 macro_rules! metric_table {
     ($($id:ident, $unit:ident, $source:literal, $meaning:literal;)*) => {
-        /// Every metric the extension publishes (the README's metric table, minus the analysis rows).
+        /// Every metric the extension publishes (the README's metric table).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Metric { $($id),* }
 
@@ -75,6 +75,9 @@ metric_table! {
     InitDuration, Milliseconds, "platform.report", "init duration (cold starts only)";
     ColdStart, Count, "decorator / telemetry", "1 on the first invocation of an environment";
     OutOfMemory, Count, "telemetry / decorator", "1 when the invocation ran out of memory";
+    HeapGrowthPerInvoke, Bytes, "analysis", "robust slope of retained heap across warm invocations";
+    LeakSuspected, Count, "analysis", "1 when the growth is judged a leak";
+    RecommendedMemorySize, Megabytes, "analysis", "smallest memory size with headroom";
     ExtensionRss, Bytes, "extension", "the extension's own RSS";
     RecordsDropped, Count, "extension", "records dropped (malformed, oversized, buffer full)";
 }
@@ -182,24 +185,14 @@ pub fn profile_datums(p: &InvocationProfile) -> Vec<Datum> {
 }
 
 /// 1 when the invocation ran out of memory, 0 when it did not, `None` when nothing tells.
+/// The rules are [`crate::analysis::oom`]'s.
 pub fn out_of_memory(p: &InvocationProfile) -> Option<u8> {
-    let r = p.report.as_ref();
-    let rd = p.runtime_done.as_ref();
-    let d = p.decorator.as_deref();
-    if r.is_none() && rd.is_none() && d.is_none() {
+    if p.report.is_none() && p.runtime_done.is_none() && p.decorator.is_none() {
         return None;
     }
-    let oom_type = |t: Option<&String>| t.is_some_and(|t| t.contains("OutOfMemory"));
-    let by_type = oom_type(r.and_then(|r| r.error_type.as_ref()))
-        || oom_type(rd.and_then(|r| r.error_type.as_ref()))
-        || d.and_then(|d| d.error_type.as_deref()) == Some("MemoryError");
-    // A failed invocation at the memory cap (e.g. a timeout while swapping at the limit) is an OOM
-    // too, even when the platform reports it as something else.
-    let failed_at_cap = r.is_some_and(|r| {
-        r.status.as_deref().is_some_and(|s| s != "success")
-            && matches!((r.max_memory_used_mb, r.memory_size_mb), (Some(u), Some(s)) if s > 0.0 && u >= s)
-    });
-    Some(u8::from(by_type || failed_at_cap))
+    Some(u8::from(
+        crate::analysis::environment::oom_cause(p).is_some(),
+    ))
 }
 
 /// The extension's self-metrics at a flush.
@@ -420,11 +413,20 @@ mod tests {
             r.max_memory_used_mb = Some(128.0);
         }
         assert_eq!(out_of_memory(&p), Some(1));
-        // Success at the cap is not an OOM.
+        // Reaching the cap counts even on success (the platform caps the figure at the size).
         if let Some(r) = p.report.as_mut() {
             r.status = Some("success".into());
         }
+        assert_eq!(out_of_memory(&p), Some(1));
+        // Near the cap: an error counts, a success does not.
+        if let Some(r) = p.report.as_mut() {
+            r.max_memory_used_mb = Some(123.0);
+        }
         assert_eq!(out_of_memory(&p), Some(0));
+        if let Some(r) = p.report.as_mut() {
+            r.status = Some("error".into());
+        }
+        assert_eq!(out_of_memory(&p), Some(1));
         p.report = None;
         if let Some(d) = p.decorator.as_mut() {
             d.error_type = Some("MemoryError".into());
