@@ -1,0 +1,299 @@
+//! The records of the decorator → extension protocol (docs/protocol.md, version 1) and the
+//! Embedded Metric Format line printed when no extension listens.
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, Dimensions};
+
+/// Protocol version of every record.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// `runtime` of every record.
+pub const RUNTIME: &str = "rust";
+/// `agent` of the `hello` record.
+pub const AGENT: &str = concat!("lambda_memory_profile/", env!("CARGO_PKG_VERSION"));
+
+/// `hello`: sent once per process, before the first invocation record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hello {
+    pub v: u32,
+    pub kind: &'static str,
+    pub pid: u32,
+    pub runtime: &'static str,
+    pub agent: &'static str,
+}
+
+impl Hello {
+    pub fn new() -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            kind: "hello",
+            pid: std::process::id(),
+            runtime: RUNTIME,
+            agent: AGENT,
+        }
+    }
+}
+
+impl Default for Hello {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The allocator's figures for one invocation, in the protocol's `trace` object.
+///
+/// The counting allocator sees every allocation and every free, so these are net figures:
+/// `growth_bytes` is the exact change of the live heap over the invocation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeapTrace {
+    /// Always `always`: every invocation is measured (counting costs nanoseconds per allocation).
+    pub reason: &'static str,
+    /// `allocator`: figures from the counting global allocator.
+    pub mode: &'static str,
+    /// Peak of the live heap during the invocation minus the live heap at its start.
+    pub peak_bytes: u64,
+    /// Net heap growth, floored at 0.
+    pub retained_bytes: u64,
+    /// Net change of live blocks, floored at 0.
+    pub retained_blocks: u64,
+    /// Net heap change over the invocation (negative when it freed more than it kept).
+    pub growth_bytes: i64,
+    /// Live blocks at the end minus at the start.
+    pub heap_blocks_delta: i64,
+    /// No allocation sites: the allocator does not walk stacks.
+    pub top: [(); 0],
+    pub top_truncated: u64,
+}
+
+/// `invocation`: one per invocation, after the handler returned or failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InvocationRecord {
+    pub v: u32,
+    pub kind: &'static str,
+    pub request_id: String,
+    pub pid: u32,
+    pub runtime: &'static str,
+    pub start_ms: f64,
+    pub duration_ms: f64,
+    pub cold_start: bool,
+    pub error_type: Option<String>,
+    /// `VmRSS` at the end of the invocation (the extension reads its own; the fallback line
+    /// publishes this one as `RuntimeRss`).
+    pub rss_bytes: Option<u64>,
+    pub rss_peak_bytes: Option<u64>,
+    pub rss_peak_scope: &'static str,
+    /// Live blocks of the counting allocator at the end; `null` without it.
+    pub heap_blocks: Option<u64>,
+    /// No garbage collector in Rust.
+    pub gc: Option<()>,
+    /// `null` when no counting allocator is installed.
+    pub trace: Option<HeapTrace>,
+}
+
+/// Serializes a record; the records hold no map keys or floats that JSON cannot carry except
+/// non-finite durations, which are written as 0.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // ok: serializing plain structs of strings, integers and finite floats cannot fail; a
+    // non-finite float becomes `null` rather than an error in serde_json.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// One Embedded Metric Format line carrying the figures of `record`: the same metric names and
+/// units as the extension's table, each only when its figure is present.
+pub fn emf_line(
+    record: &InvocationRecord,
+    config: &Config,
+    function_name: &str,
+    function_version: &str,
+) -> String {
+    let res = config.storage_resolution;
+    let mut metrics = Vec::new();
+    let mut doc = Map::new();
+    let mut put = |name: &str, unit: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            metrics.push(json!({"Name": name, "Unit": unit, "StorageResolution": res}));
+            doc.insert(name.to_string(), v);
+        }
+    };
+    put(
+        "Duration",
+        "Milliseconds",
+        serde_json::Number::from_f64(record.duration_ms).map(Value::Number),
+    );
+    put(
+        "ColdStart",
+        "Count",
+        Some(json!(u8::from(record.cold_start))),
+    );
+    put("RuntimeRss", "Bytes", record.rss_bytes.map(Value::from));
+    if record.rss_peak_scope == "invocation" {
+        // A lifetime peak is not this invocation's: it stays a plain property.
+        put(
+            "RuntimeRssPeak",
+            "Bytes",
+            record.rss_peak_bytes.map(Value::from),
+        );
+    }
+    if let Some(t) = &record.trace {
+        put("PythonHeapPeak", "Bytes", Some(json!(t.peak_bytes)));
+        put("PythonHeapRetained", "Bytes", Some(json!(t.retained_bytes)));
+        put("PythonHeapGrowth", "Bytes", Some(json!(t.growth_bytes)));
+    }
+    let dims: Vec<&str> = match config.dimensions {
+        Dimensions::FunctionName => vec!["FunctionName"],
+        Dimensions::FunctionNameAndVersion => vec!["FunctionName", "FunctionVersion"],
+    };
+    let mut out = Map::new();
+    out.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": record.start_ms as u64,
+            "CloudWatchMetrics": [{
+                "Namespace": config.namespace,
+                "Dimensions": [dims],
+                "Metrics": metrics,
+            }],
+        }),
+    );
+    out.insert("FunctionName".into(), json!(function_name));
+    if config.dimensions == Dimensions::FunctionNameAndVersion {
+        out.insert("FunctionVersion".into(), json!(function_version));
+    }
+    out.extend(doc);
+    // Plain properties: searchable in CloudWatch Logs, never dimensions (unbounded values).
+    out.insert("RequestId".into(), json!(record.request_id));
+    out.insert("ErrorType".into(), json!(record.error_type));
+    out.insert("RssPeakScope".into(), json!(record.rss_peak_scope));
+    out.insert("RssPeakBytes".into(), json!(record.rss_peak_bytes));
+    out.insert("HeapBlocks".into(), json!(record.heap_blocks));
+    if let Some(t) = &record.trace {
+        out.insert("TraceReason".into(), json!(t.reason));
+    }
+    Value::Object(out).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(trace: bool) -> InvocationRecord {
+        InvocationRecord {
+            v: 1,
+            kind: "invocation",
+            request_id: "req-1".into(),
+            pid: 8,
+            runtime: RUNTIME,
+            start_ms: 1764000000123.4,
+            duration_ms: 12.5,
+            cold_start: true,
+            error_type: None,
+            rss_bytes: Some(30_000_000),
+            rss_peak_bytes: Some(40_000_000),
+            rss_peak_scope: "invocation",
+            heap_blocks: Some(120),
+            gc: None,
+            trace: trace.then_some(HeapTrace {
+                reason: "always",
+                mode: "allocator",
+                peak_bytes: 8 << 20,
+                retained_bytes: 1 << 20,
+                retained_blocks: 1,
+                growth_bytes: 1 << 20,
+                heap_blocks_delta: 1,
+                top: [],
+                top_truncated: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn invocation_record_has_the_protocol_fields() {
+        let v: Value = serde_json::from_slice(&encode(&record(true))).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["kind"], "invocation");
+        assert_eq!(v["runtime"], "rust");
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["cold_start"], true);
+        assert_eq!(v["error_type"], Value::Null);
+        assert_eq!(v["gc"], Value::Null);
+        assert_eq!(v["rss_peak_scope"], "invocation");
+        assert_eq!(v["trace"]["peak_bytes"], 8 << 20);
+        assert_eq!(v["trace"]["growth_bytes"], 1 << 20);
+        assert_eq!(v["trace"]["top"], json!([]));
+        let none: Value = serde_json::from_slice(&encode(&record(false))).unwrap();
+        assert_eq!(none["trace"], Value::Null);
+    }
+
+    #[test]
+    fn hello_record() {
+        let v: Value = serde_json::from_slice(&encode(&Hello::new())).unwrap();
+        assert_eq!(v["kind"], "hello");
+        assert_eq!(v["runtime"], "rust");
+        assert_eq!(v["pid"], std::process::id());
+        assert!(v["agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("lambda_memory_profile/"));
+    }
+
+    #[test]
+    fn emf_line_names_and_units() {
+        let cfg = Config {
+            dimensions: Dimensions::FunctionNameAndVersion,
+            namespace: "Ns".into(),
+            ..Config::default()
+        };
+        let v: Value = serde_json::from_str(&emf_line(&record(true), &cfg, "f", "7")).unwrap();
+        let m = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], "Ns");
+        assert_eq!(
+            m["Dimensions"],
+            json!([["FunctionName", "FunctionVersion"]])
+        );
+        assert_eq!(v["_aws"]["Timestamp"], 1764000000123u64);
+        let names: Vec<(&str, &str)> = m["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["Name"].as_str().unwrap(), x["Unit"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("Duration", "Milliseconds"),
+                ("ColdStart", "Count"),
+                ("RuntimeRss", "Bytes"),
+                ("RuntimeRssPeak", "Bytes"),
+                ("PythonHeapPeak", "Bytes"),
+                ("PythonHeapRetained", "Bytes"),
+                ("PythonHeapGrowth", "Bytes"),
+            ]
+        );
+        assert_eq!(v["FunctionName"], "f");
+        assert_eq!(v["FunctionVersion"], "7");
+        assert_eq!(v["ColdStart"], 1);
+        assert_eq!(v["PythonHeapGrowth"], 1 << 20);
+        assert_eq!(v["RequestId"], "req-1");
+        assert_eq!(v["TraceReason"], "always");
+    }
+
+    #[test]
+    fn emf_line_leaves_absent_figures_out() {
+        let mut r = record(false);
+        r.rss_peak_scope = "process";
+        r.rss_bytes = None;
+        let v: Value =
+            serde_json::from_str(&emf_line(&r, &Config::default(), "f", "$LATEST")).unwrap();
+        let names: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["Duration", "ColdStart"]);
+        assert_eq!(v["RssPeakBytes"], 40_000_000);
+        assert!(v.get("FunctionVersion").is_none());
+        assert!(v.get("PythonHeapPeak").is_none());
+    }
+}
