@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 # Python folders that exist in this checkout (ruff fails on a missing path).
 PY_DIRS := $(wildcard layer tests bench examples scripts)
 
-.PHONY: all build test lint rust-test py-test py-test-matrix bench-decorator venv localstack clean
+.PHONY: all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean
 
 all: build
 
@@ -46,6 +46,14 @@ py-test-matrix:
 # Time added per call by the decorator vs the tutorial decorator (BENCHMARKS.md, Decorator).
 bench-decorator: venv
 	$(VPY) bench/decorator_overhead.py
+
+# Extension overhead vs a do-nothing extension, metric sending vs the alternatives, criterion
+# micro-benchmarks, layer size: rewrites the extension tables of BENCHMARKS.md (~6 min; not part
+# of `make test`). The decorator's own tables (bench-decorator) go to build/bench/decorator.md.
+bench: venv localstack layer
+	cargo build -q --release -p lambda-emulator
+	$(VPY) bench/extension_overhead.py
+	$(VPY) bench/decorator_overhead.py --rounds 30 > build/bench/decorator.md
 
 test: lint rust-test py-test py-test-matrix examples-test layer-test check-template
 
