@@ -73,6 +73,18 @@ async fn an_oom_kill_is_published_as_out_of_memory() {
     let mut oom_values = values(&lines, "OutOfMemory");
     oom_values.sort_by(f64::total_cmp);
     assert_eq!(oom_values, vec![0.0, 1.0], "{}", lines.join("\n"));
+    // The analysis logs the OOM with the figures of the invocation before it.
+    let oom_line = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["lmp"] == "out_of_memory")
+        .unwrap_or_else(|| panic!("no out_of_memory line:\n{}", lines.join("\n")));
+    assert_eq!(oom_line["cause"], "Runtime.OutOfMemory", "{oom_line}");
+    assert_eq!(
+        oom_line["invocation"]["request_id"],
+        oom.request_id.as_str()
+    );
+    assert_eq!(oom_line["previous"]["request_id"], ok.request_id.as_str());
     let first = em
         .extension_stats()
         .into_iter()

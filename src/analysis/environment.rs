@@ -431,7 +431,7 @@ mod tests {
         f.datums.iter().find(|d| d.metric == m).map(|d| d.value)
     }
 
-    fn lines_of<'a>(all: &'a [String], kind: &str) -> Vec<serde_json::Value> {
+    fn lines_of(all: &[String], kind: &str) -> Vec<serde_json::Value> {
         all.iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["lmp"] == kind)

@@ -197,7 +197,13 @@ impl LeakDetector {
             None => assess_series(&blocks, self.config.min_heap_growth_blocks, &self.config),
         };
         let rss_levels: Vec<(f64, f64)> = self.rss.iter().copied().collect();
-        let rss = assess_series(&rss_levels, self.config.min_rss_growth_bytes, &self.config);
+        // RSS also rises while caches fill and the allocator warms up, and a short window cannot
+        // tell that from a leak: RSS is judged only on a full window.
+        let rss_config = LeakConfig {
+            min_points: self.config.window.max(self.config.min_points),
+            ..self.config.clone()
+        };
+        let rss = assess_series(&rss_levels, self.config.min_rss_growth_bytes, &rss_config);
         let verdict = match (heap.verdict, rss.verdict) {
             (Verdict::Leak, _) | (_, Verdict::Leak) => Verdict::Leak,
             (Verdict::NotEnoughData, Verdict::NotEnoughData) => Verdict::NotEnoughData,
@@ -417,6 +423,19 @@ mod tests {
     }
 
     #[test]
+    fn rss_is_not_judged_before_a_full_window() {
+        // A cache filling for the first 20 invocations looks like a leak on a short window.
+        let mut d = LeakDetector::new(cfg());
+        for i in 0..23 {
+            d.observe(LeakObservation {
+                rss_bytes: Some(60e6 + 65_536.0 * i as f64),
+                ..Default::default()
+            });
+        }
+        assert_eq!(d.assess().rss.verdict, Verdict::NotEnoughData);
+    }
+
+    #[test]
     fn detector_uses_the_real_invocation_number_of_sparse_samples() {
         let mut d = LeakDetector::new(cfg());
         for i in 0..90 {
@@ -452,7 +471,8 @@ mod tests {
     #[test]
     fn flat_heap_but_rising_rss_is_a_native_leak() {
         let mut d = LeakDetector::new(cfg());
-        for i in 0..40 {
+        // RSS is judged on a full window only: warm-up plus 40 invocations.
+        for i in 0..43 {
             d.observe(LeakObservation {
                 heap_blocks: Some(50_000.0),
                 bytes_per_block: Some(64.0),
@@ -462,6 +482,7 @@ mod tests {
         let report = d.assess();
         assert_eq!(report.heap.verdict, Verdict::NoLeak);
         assert_eq!(report.rss.verdict, Verdict::Leak);
+        assert_eq!(report.rss.points, 40);
         assert_eq!(report.verdict, Verdict::Leak);
     }
 
