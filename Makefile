@@ -7,11 +7,17 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export CARGO_TERM_COLOR := never
 # Python folders that exist in this checkout (ruff fails on a missing path).
-PY_DIRS := $(wildcard layer tests bench examples scripts)
+PY_DIRS := $(wildcard layer tests bench examples scripts demo)
 
-.PHONY: all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean
+.PHONY: demo all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean
 
 all: build
+
+# The first command to run: build everything, then a leaky example and its fixed twin on the
+# local emulator with the real layer and a local CloudWatch (LocalStack); prints the report.
+demo: venv localstack layer
+	cargo build --release -p lambda-emulator
+	.venv-localstack/bin/python demo/run_demo.py
 
 build:
 	cargo build --release --workspace

@@ -14,8 +14,10 @@ use crate::metrics::{Datum, Metric};
 const MIB: f64 = 1024.0 * 1024.0;
 /// Growing sites named in a leak log line.
 const LEAK_SITES: usize = 5;
-/// A new recommendation is logged when it moves by at least this fraction.
+/// A new recommendation is logged when it moves by at least this fraction, and a standing one
+/// every this many invocations (its saving estimate firms up as the rate is observed longer).
 const RECOMMENDATION_LOG_STEP: f64 = 0.05;
+const RECOMMENDATION_LOG_EVERY: u64 = 100;
 
 /// What one profile adds to the environment's picture.
 #[derive(Debug, Default, PartialEq)]
@@ -115,7 +117,7 @@ pub struct EnvironmentAnalysis {
     memory_size_mb: Option<u32>,
     previous: Option<ProfileSummary>,
     leak_logged_at: Option<u64>,
-    recommendation_logged: Option<u32>,
+    recommendation_logged: Option<(u32, u64)>,
 }
 
 impl EnvironmentAnalysis {
@@ -314,13 +316,15 @@ impl EnvironmentAnalysis {
             },
         };
         let rec = rightsize::recommend(&usage, &self.rightsize)?;
-        let moved = self.recommendation_logged.is_none_or(|last| {
+        let invocations = self.invocations;
+        let due = self.recommendation_logged.is_none_or(|(last, at)| {
             (f64::from(rec.recommended_mb) - f64::from(last)).abs()
                 >= RECOMMENDATION_LOG_STEP * f64::from(last)
+                || invocations >= at + RECOMMENDATION_LOG_EVERY
         });
-        let line = moved
+        let line = due
             .then(|| {
-                self.recommendation_logged = Some(rec.recommended_mb);
+                self.recommendation_logged = Some((rec.recommended_mb, invocations));
                 serde_json::to_string(&RightSizeLine {
                     lmp: "right_size",
                     function_name,
