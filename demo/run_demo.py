@@ -277,7 +277,9 @@ def main() -> None:
                 if rec
                 else "   recommended memory size     —"
             )
-            if size and size.get("monthly_saving_usd") is not None:
+            if leak and rec:
+                print("     (a leaking function's peak keeps rising: fix the leak before resizing)")
+            elif size and size.get("monthly_saving_usd") is not None:
                 print(
                     f"     (peak {size['peak_mb']:.0f} MB + headroom; at this environment's "
                     f"rate: {size['monthly_saving_usd']:+.2f} USD/month)"
