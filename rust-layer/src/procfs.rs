@@ -52,6 +52,10 @@ pub fn parse_status(text: &str) -> RssFigures {
 
 /// Kept-open `/proc/self/clear_refs` and `/proc/self/status`: a reset is one `write`, a read one
 /// `pread`, with no path lookup per invocation.
+///
+/// The peak comes from `VmHWM`, not from the cheaper `getrusage` (`ru_maxrss`): the kernel folds
+/// the mark into `ru_maxrss` whenever a thread exits, so after a reset `ru_maxrss` can still show
+/// an earlier invocation's peak.
 #[derive(Debug)]
 pub struct RssProbe {
     clear_refs: Option<File>,
@@ -130,8 +134,31 @@ mod tests {
         assert_eq!(parse_status(""), RssFigures::default());
     }
 
+    /// The peak reset is process-wide: one such test at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn the_peak_follows_a_touched_allocation_after_a_reset() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = RssProbe::open();
+        if p.reset_peak() != RssScope::Invocation {
+            return; // clear_refs not permitted here: nothing to check
+        }
+        let before = p.read().hwm_bytes.unwrap();
+        let v = vec![1u8; 32 << 20];
+        std::hint::black_box(&v);
+        let during = p.read().hwm_bytes.unwrap();
+        drop(v);
+        assert!(during >= before + (30 << 20), "{before} -> {during}");
+        // A new window starts from the current RSS, below the freed 32 MiB.
+        assert_eq!(p.reset_peak(), RssScope::Invocation);
+        let after = p.read().hwm_bytes.unwrap();
+        assert!(after + (16 << 20) < during, "{during} -> {after}");
+    }
+
     #[test]
     fn reads_this_process() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut p = RssProbe::open();
         let _ = p.reset_peak();
         let r = p.read();
