@@ -19,6 +19,13 @@ fn alloc_free<A: GlobalAlloc>(a: &A, layout: Layout) {
 
 fn bench(c: &mut Criterion) {
     let counting = CountingAlloc::system();
+    // The wrapper really counts here (the bench binary's own global allocator is the plain one,
+    // so only these calls move the counters).
+    let before = lambda_memory_profile::alloc::stats();
+    alloc_free(&counting, Layout::new::<[u8; 64]>());
+    let after = lambda_memory_profile::alloc::stats();
+    assert_eq!(after.current_bytes, before.current_bytes);
+    assert!(after.peak_bytes >= 64, "{after:?}");
     for size in [16usize, 256, 4096] {
         let Ok(layout) = Layout::from_size_align(size, 8) else {
             continue;
