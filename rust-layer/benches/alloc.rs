@@ -2,6 +2,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use lambda_memory_profile::CountingAlloc;
@@ -41,5 +43,41 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The same, while a second thread allocates and frees through the same allocator without
+/// pause: the counters' cache line then moves between cores at every update.
+fn bench_contended(c: &mut Criterion) {
+    let Ok(layout) = Layout::from_size_align(16, 8) else {
+        return;
+    };
+    let mut g = c.benchmark_group("alloc_free_16B_contended");
+    fn with_noise<A: GlobalAlloc + Copy + Send + 'static>(a: A, f: impl FnOnce()) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let noise = std::thread::spawn(move || {
+            let Ok(layout) = Layout::from_size_align(16, 8) else {
+                return;
+            };
+            while !s.load(Ordering::Relaxed) {
+                alloc_free(&a, layout);
+            }
+        });
+        f();
+        stop.store(true, Ordering::Relaxed);
+        let _ = noise.join();
+    }
+    with_noise(System, || {
+        g.bench_function("system", |b| {
+            b.iter(|| alloc_free(black_box(&System), layout))
+        });
+    });
+    let counting = CountingAlloc::system();
+    with_noise(counting, || {
+        g.bench_function("counting", |b| {
+            b.iter(|| alloc_free(black_box(&counting), layout))
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_contended);
 criterion_main!(benches);
