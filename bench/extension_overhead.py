@@ -6,7 +6,7 @@ as CloudWatch, then writes the tables into BENCHMARKS.md (between the `extension
 and build/bench/extension.md:
 
 1. spawn -> first /next of the extension vs a do-nothing extension (bench/noop_extension.rs);
-2. the extensions' RSS idle, and after 1,000 and N back-to-back invocations;
+2. the extensions' RSS idle, and after 100, 1,000, N/2 and N back-to-back invocations;
 3. post-runtime time (runtime response -> the extension's /next) per flush strategy;
 4. time the handler spends sending its metrics: decorator + extension vs a synchronous boto3
    put_metric_data vs the tutorial tracemalloc decorator vs Powertools Metrics (EMF);
@@ -122,8 +122,12 @@ def localstack() -> Iterator[str]:
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="localstack-", dir=OUT))
     logf = open(state / "localstack.log", "w")  # noqa: SIM115 - closed below
+    (state / "tmp").mkdir()
     proc = subprocess.Popen(
         [str(ROOT / "scripts" / "localstack.sh"), "run", str(port), str(state)],
+        # LocalStack keeps its CloudWatch database under $TMPDIR/localstack: a private one, or
+        # another instance on the machine deletes it when it stops.
+        env={**os.environ, "TMPDIR": str(state / "tmp")},
         stdout=logf,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -189,7 +193,8 @@ class Runner:
         doc = json.loads(p.stdout)
         bad = [o for o in doc["invocations"] if o["status"] != "success"]
         if bad:
-            sys.exit(f"{ext}/{variant}: failed invocation {bad[0]}")
+            exts = json.dumps(doc["shutdown"]["extensions"])[:2000]
+            sys.exit(f"{ext}/{variant}: failed invocation {bad[0]}\nextensions: {exts}")
         return doc
 
 
@@ -208,12 +213,14 @@ def ext_stats(doc: dict[str, Any], ext: str) -> dict[str, Any]:
 
 
 def cold_starts(r: Runner, n: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"noop": [], "lmp": []}
+    """spawn -> first /next per run; `<ext> register`: spawn -> register (same runs)."""
+    out: dict[str, list[float]] = {k: [] for k in ("noop", "lmp", "noop register", "lmp register")}
     for i in range(n):
         # Alternate the order so drift on the shared machine hits both alike.
         for ext in ("noop", "lmp") if i % 2 == 0 else ("lmp", "noop"):
-            doc = r.run_json(ext, "lmp", 1)
-            out[ext].append(ext_stats(doc, ext)["spawn_to_first_next"])
+            stats = ext_stats(r.run_json(ext, "lmp", 1), ext)
+            out[ext].append(stats["spawn_to_first_next"])
+            out[f"{ext} register"].append(stats["spawn_to_register"])
     return out
 
 
@@ -381,6 +388,7 @@ def targets(
     init_ratio = median(cold["lmp"]) / median(cold["noop"])
     idle = rss["lmp"]["idle"]["VmRSS"] / 1024
     end = rss["lmp"]["checkpoints"][n_rss]["VmRSS"] / 1024
+    at_1k = rss["lmp"]["checkpoints"][1000]["VmRSS"] / 1024
     post_med = median(post["lmp adaptive"]["post"])
     base = median(lat["bare"])
     ours = median(lat["lmp"]) - base
@@ -395,7 +403,8 @@ def targets(
         "|---|---|---|",
         f"| init ≤ 1.5× the do-nothing extension | {init_ratio:.2f}× | {ok(init_ratio <= 1.5)} |",
         f"| RSS idle ≤ 6 MB | {idle:.1f} MB | {ok(idle <= 6)} |",
-        f"| RSS after {n_rss:,} invocations ≤ 10 MB | {end:.1f} MB | {ok(end <= 10)} |",
+        f"| RSS after {n_rss:,} invocations ≤ 10 MB, flat | {end:.1f} MB "
+        f"({end - at_1k:+.1f} MB since 1,000) | {ok(end <= 10)} |",
         f"| post-runtime median < 1 ms, default strategy | {post_med:.2f} ms | "
         f"{ok(post_med < 1)} |",
         f"| added handler latency ≥ 50× less than boto3 | {naive / ours:.0f}× less "
@@ -430,14 +439,19 @@ def render(
         f"{len(cold['lmp'])} cold starts of each, interleaved (the emulator's own timestamps)."
     )
     L.append("")
-    L.append("| extension | median ms | min ms | p90 ms | vs floor (medians) |")
-    L.append("|---|---:|---:|---:|---:|")
+    L.append(
+        "| extension | median ms | min ms | p90 ms | max ms | vs floor (medians) "
+        "| spawn → register, median ms | register → first `/next`, median ms |"
+    )
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     floor = median(cold["noop"])
     for ext, label in (("noop", "do-nothing extension (floor)"), ("lmp", "lambda-memory-profiler")):
         xs = cold[ext]
+        reg = cold[f"{ext} register"]
+        after = [a - b for a, b in zip(xs, reg)]
         L.append(
-            f"| {label} | {median(xs):.2f} | {min(xs):.2f} | {pct(xs, 0.9):.2f} | "
-            f"{median(xs) / floor:.2f}× |"
+            f"| {label} | {median(xs):.2f} | {min(xs):.2f} | {pct(xs, 0.9):.2f} | {max(xs):.2f} "
+            f"| {median(xs) / floor:.2f}× | {median(reg):.2f} | {median(after):.2f} |"
         )
     L.append("")
     L.append("### Extension RSS")
@@ -450,21 +464,16 @@ def render(
         "`/proc/<pid>/status` of the extension, MB (RssAnon = its own heap and stacks)."
     )
     L.append("")
+    cps = sorted(rss["lmp"]["checkpoints"])
     L.append(
-        "| extension | idle after init | after 1,000 | "
-        + f"after {n_rss:,} | RssAnon idle → end | peak (VmHWM) |"
+        "| extension | MB | idle after init | " + " | ".join(f"after {k:,}" for k in cps) + " |"
     )
-    L.append("|---|---:|---:|---:|---:|---:|")
+    L.append("|---|---|" + "---:|" * (len(cps) + 1))
     for ext, label in (("noop", "do-nothing extension"), ("lmp", "lambda-memory-profiler")):
         d = rss[ext]
-        cp = d["checkpoints"]
-        last = cp.get(n_rss, {})
-        L.append(
-            f"| {label} | {mb(d['idle']['VmRSS'])} | {mb(cp.get(1000, {}).get('VmRSS', 0))} | "
-            f"{mb(last.get('VmRSS', 0))} | "
-            f"{mb(d['idle']['RssAnon'])} → {mb(last.get('RssAnon', 0))} | "
-            f"{mb(last.get('VmHWM', 0))} |"
-        )
+        for key, what in (("VmRSS", "RSS"), ("RssAnon", "RssAnon"), ("VmHWM", "peak (VmHWM)")):
+            row = [mb(d["idle"][key])] + [mb(d["checkpoints"][k][key]) for k in cps]
+            L.append(f"| {label} | {what} | " + " | ".join(row) + " |")
     L.append("")
     L.append("### Post-runtime time per flush strategy")
     L.append("")
@@ -567,6 +576,8 @@ def main() -> int:
     ap.add_argument("--skip-criterion", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args()
+    # A TERM runs the clean-ups (LocalStack's process group) like an error does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     py = args.python.absolute()
     meta: dict[str, Any] = {
@@ -593,7 +604,7 @@ def main() -> int:
         log(f"LocalStack at {endpoint}; cold starts x{args.cold_starts}")
         cold = cold_starts(r, args.cold_starts)
         log(f"RSS over {args.invocations} invocations")
-        checkpoints = sorted({1000, args.invocations})
+        checkpoints = sorted({100, 1000, args.invocations // 2, args.invocations})
         rss = {ext: rss_run(r, ext, args.invocations, checkpoints) for ext in ("noop", "lmp")}
         log("post-runtime per flush strategy")
         post = post_runtime(r, args.flush_invocations)
