@@ -54,7 +54,7 @@ bench-decorator: venv
 	$(VPY) bench/decorator_overhead.py
 
 # Extension overhead vs a do-nothing extension, metric sending vs the alternatives, criterion
-# micro-benchmarks, layer size: rewrites the extension tables of BENCHMARKS.md (~6 min; not part
+# micro-benchmarks, layer size: rewrites the extension tables of BENCHMARKS.md (~3 min; not part
 # of `make test`). The decorator's own tables (bench-decorator) go to build/bench/decorator.md.
 bench: venv localstack layer
 	cargo build -q --release -p lambda-emulator
