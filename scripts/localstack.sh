@@ -32,11 +32,13 @@ case "${1:-}" in
   run)
     port="${2:?usage: localstack.sh run PORT STATE_DIR}"
     state="${3:?usage: localstack.sh run PORT STATE_DIR}"
-    mkdir -p "$state"/{volume,fs,cache}
+    mkdir -p "$state"/{volume,fs,cache,tmp}
     # hypercorn binds the given loopback address only; the default server would bind 0.0.0.0.
+    # TMPDIR per instance: LocalStack keeps its CloudWatch database under $TMPDIR, and instances
+    # sharing it break each other when one stops.
     exec env GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn \
       SERVICES=cloudwatch,logs DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
-      LOCALSTACK_VOLUME_DIR="$state/volume" FILESYSTEM_ROOT="$state/fs" XDG_CACHE_HOME="$state/cache" \
+      TMPDIR="$state/tmp" LOCALSTACK_VOLUME_DIR="$state/volume" FILESYSTEM_ROOT="$state/fs" XDG_CACHE_HOME="$state/cache" \
       "$venv/bin/python" -m localstack.runtime.main
     ;;
   *)

@@ -62,6 +62,10 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API").context("AWS_LAMBDA_RUNTIME_API not set")?;
     let mut client = ExtensionClient::new(&api);
     let name = extension_name();
+    // Finding the telemetry listener's address may need a DNS lookup (when /etc/hosts does not
+    // name sandbox.localdomain): run it while registering, not after, since init time is cold
+    // start time.
+    let telemetry_listener = tokio::spawn(telemetry::bind());
     let reg = register_with_retry(&mut client, &name).await?;
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL);
@@ -76,7 +80,8 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
         max_pending: cfg.max_pending,
         pending_timeout: cfg.pending_timeout,
     });
-    let telemetry_addr = start_telemetry(&client, &cfg, tx.clone(), &counters).await;
+    let telemetry_addr =
+        start_telemetry(telemetry_listener, &client, &cfg, tx.clone(), &counters).await;
     if telemetry_addr.is_none() {
         join.set_telemetry_active(false);
     }
@@ -158,15 +163,20 @@ async fn register_with_retry(
 
 /// Binds the listener and subscribes. `None` when telemetry is unavailable (logged once).
 async fn start_telemetry(
+    listener: tokio::task::JoinHandle<std::io::Result<tokio::net::TcpListener>>,
     client: &ExtensionClient,
     cfg: &Config,
     tx: mpsc::Sender<SourceEvent>,
     counters: &Arc<Counters>,
 ) -> Option<SocketAddr> {
-    let listener = match telemetry::bind().await {
-        Ok(l) => l,
-        Err(e) => {
+    let listener = match listener.await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot bind the telemetry listener; decorator data only");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "telemetry listener setup failed; decorator data only");
             return None;
         }
     };

@@ -143,10 +143,12 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
     let kind = obj
         .get("kind")
         .and_then(|k| k.as_str())
+        .map(str::to_owned)
         .ok_or_else(|| IntakeError::Malformed("missing `kind`".into()))?;
-    match kind {
+    // The parsed value is handed over, not cloned: this runs once per invocation.
+    match kind.as_str() {
         "hello" => {
-            let h: HelloBody = serde_json::from_value(value.clone())
+            let h: HelloBody = serde_json::from_value(value)
                 .map_err(|e| IntakeError::Malformed(e.to_string()))?;
             Ok(IntakeRecord::Hello {
                 pid: h.pid,
@@ -154,7 +156,7 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
             })
         }
         "invocation" => {
-            let r: DecoratorRecord = serde_json::from_value(value.clone())
+            let r: DecoratorRecord = serde_json::from_value(value)
                 .map_err(|e| IntakeError::Malformed(e.to_string()))?;
             Ok(IntakeRecord::Invocation(Box::new(r)))
         }
