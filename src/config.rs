@@ -60,11 +60,12 @@ pub struct Config {
     pub shutdown_margin: Duration,
     /// `LMP_LOG_LEVEL`: `error`, `warn`, `info` (default), `debug`, `trace`.
     pub log_level: tracing::Level,
-    /// Leak rule: `LMP_LEAK_WINDOW` (warm invocations judged, default 40), `LMP_LEAK_WARMUP`
-    /// (invocations ignored after a cold start, default 3), `LMP_LEAK_MIN_POINTS` (default 12),
+    /// Leak rule: `LMP_LEAK_WINDOW` (warm invocations judged, default 30), `LMP_LEAK_WARMUP`
+    /// (invocations ignored after a cold start, default 3), `LMP_LEAK_MIN_POINTS` (default 8),
     /// `LMP_LEAK_MIN_HEAP_BYTES` (heap growth per invocation that counts, default 512),
     /// `LMP_LEAK_MIN_RSS_BYTES` (RSS growth per invocation that counts, default 16384),
-    /// `LMP_LEAK_MAX_P` (largest Mann–Kendall p-value taken as a trend, default 0.01).
+    /// `LMP_LEAK_MAX_P` (largest Mann–Kendall p-value taken as a trend, default 0.01),
+    /// `LMP_LEAK_CONFIRM` (consecutive invocations the rule must hold, default 5).
     pub leak: crate::analysis::leak::LeakConfig,
     /// Right-size: `LMP_HEADROOM` (fraction over the peak, default 0.3) and
     /// `LMP_PRICE_PER_GB_SECOND` (default: Lambda's x86_64 or arm64 price, by build target).
@@ -232,6 +233,10 @@ impl Config {
         });
         apply("LMP_LEAK_MAX_P", &mut |v| {
             c.leak.max_p_value = parse_float(v, 1e-12, 0.5)?;
+            Ok(())
+        });
+        apply("LMP_LEAK_CONFIRM", &mut |v| {
+            c.leak.confirm = parse_range(v, 1, 500)? as usize;
             Ok(())
         });
         apply("LMP_HEADROOM", &mut |v| {

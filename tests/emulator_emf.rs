@@ -8,26 +8,6 @@ use lambda_emulator::{Emulator, InvokeStatus, ShutdownReason};
 use serde_json::Value;
 use std::collections::HashMap;
 
-fn metric_values(docs: &[Value], name: &str) -> Vec<f64> {
-    let mut out = Vec::new();
-    for d in docs {
-        match &d[name] {
-            Value::Number(n) => out.extend(n.as_f64()),
-            Value::Array(a) => out.extend(a.iter().filter_map(Value::as_f64)),
-            _ => {}
-        }
-    }
-    out
-}
-
-fn emf_docs(lines: &[String]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emf_lines_carry_each_invocations_metrics() {
     let Some(py) = common::python() else { return };
@@ -71,8 +51,8 @@ async fn emf_lines_carry_each_invocations_metrics() {
     let mut lines = Vec::new();
     for _ in 0..100 {
         lines = common::ext_lines(&em);
-        let docs = emf_docs(&lines);
-        if metric_values(&docs, "MaxMemoryUsed").len() >= 3 {
+        let docs = common::emf_docs(&lines);
+        if common::metric_values(&docs, "MaxMemoryUsed").len() >= 3 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -90,7 +70,7 @@ async fn emf_lines_carry_each_invocations_metrics() {
     assert!(!ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline);
     assert_eq!(ext.telemetry_types, vec!["platform", "function"]);
 
-    let docs = emf_docs(&lines);
+    let docs = common::emf_docs(&lines);
     assert!(!docs.is_empty(), "no EMF line in:\n{}", lines.join("\n"));
     for d in &docs {
         let m = &d["_aws"]["CloudWatchMetrics"][0];
@@ -104,7 +84,7 @@ async fn emf_lines_carry_each_invocations_metrics() {
         .values()
         .map(|r| r["metrics"]["maxMemoryUsedMB"].as_f64().unwrap())
         .collect();
-    let mut got_mem = metric_values(&docs, "MaxMemoryUsed");
+    let mut got_mem = common::metric_values(&docs, "MaxMemoryUsed");
     want_mem.sort_by(f64::total_cmp);
     got_mem.sort_by(f64::total_cmp);
     assert_eq!(got_mem, want_mem);
@@ -112,31 +92,38 @@ async fn emf_lines_carry_each_invocations_metrics() {
         .values()
         .map(|r| r["metrics"]["durationMs"].as_f64().unwrap())
         .collect();
-    let mut got_dur = metric_values(&docs, "Duration");
+    let mut got_dur = common::metric_values(&docs, "Duration");
     want_dur.sort_by(f64::total_cmp);
     got_dur.sort_by(f64::total_cmp);
     assert_eq!(got_dur, want_dur);
     assert_eq!(
-        metric_values(&docs, "MemorySize"),
+        common::metric_values(&docs, "MemorySize"),
         vec![256.0; 3],
         "exactly 3 profiles"
     );
-    assert_eq!(metric_values(&docs, "ColdStart").iter().sum::<f64>(), 1.0);
-    assert_eq!(metric_values(&docs, "OutOfMemory"), vec![0.0; 3]);
+    assert_eq!(
+        common::metric_values(&docs, "ColdStart")
+            .iter()
+            .sum::<f64>(),
+        1.0
+    );
+    assert_eq!(common::metric_values(&docs, "OutOfMemory"), vec![0.0; 3]);
     // Decorator and /proc figures joined in.
-    assert_eq!(metric_values(&docs, "GcCollections").len(), 3);
-    let rss = metric_values(&docs, "RuntimeRss");
+    assert_eq!(common::metric_values(&docs, "GcCollections").len(), 3);
+    let rss = common::metric_values(&docs, "RuntimeRss");
     assert_eq!(rss.len(), 3);
     assert!(rss.iter().all(|v| *v > 1e6), "{rss:?}");
-    assert_eq!(metric_values(&docs, "RuntimeRssPeak").len(), 3);
+    assert_eq!(common::metric_values(&docs, "RuntimeRssPeak").len(), 3);
     // Every invocation traced (sample rate 1): each retained its 1 MiB.
-    let retained = metric_values(&docs, "PythonHeapRetained");
+    let retained = common::metric_values(&docs, "PythonHeapRetained");
     assert_eq!(retained.len(), 3);
     assert!(retained.iter().all(|v| *v >= 1_048_576.0), "{retained:?}");
     // Self-metrics.
-    assert!(!metric_values(&docs, "ExtensionRss").is_empty());
+    assert!(!common::metric_values(&docs, "ExtensionRss").is_empty());
     assert_eq!(
-        metric_values(&docs, "RecordsDropped").iter().sum::<f64>(),
+        common::metric_values(&docs, "RecordsDropped")
+            .iter()
+            .sum::<f64>(),
         0.0
     );
     // Top sites: one line per traced invocation, never a dimension.

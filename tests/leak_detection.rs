@@ -22,14 +22,6 @@ struct Run {
     heap_growth_per_invoke: Vec<f64>,
 }
 
-fn values(doc: &Value, name: &str) -> Vec<f64> {
-    match &doc[name] {
-        Value::Number(n) => n.as_f64().into_iter().collect(),
-        Value::Array(a) => a.iter().filter_map(Value::as_f64).collect(),
-        _ => Vec::new(),
-    }
-}
-
 async fn run_example(example: &str, variant: &str, invocations: usize) -> Option<Run> {
     let python = common::python()?;
     let dir = common::temp_dir(&format!("leak-{example}-{variant}"));
@@ -80,26 +72,16 @@ async fn run_example(example: &str, variant: &str, invocations: usize) -> Option
         .get(common::EXT)
         .cloned()
         .unwrap_or_default();
-    let docs: Vec<Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect();
-    let mut run = Run {
-        leak_suspected: Vec::new(),
-        leak_lines: Vec::new(),
-        heap_growth_per_invoke: Vec::new(),
-    };
-    for d in &docs {
-        if d.get("_aws").is_some() {
-            run.leak_suspected.extend(values(d, "LeakSuspected"));
-            run.heap_growth_per_invoke
-                .extend(values(d, "HeapGrowthPerInvoke"));
-        }
-        if d["lmp"] == "leak_suspected" {
-            run.leak_lines.push(d.clone());
-        }
-    }
-    Some(run)
+    let emf = common::emf_docs(&lines);
+    Some(Run {
+        leak_suspected: common::metric_values(&emf, "LeakSuspected"),
+        heap_growth_per_invoke: common::metric_values(&emf, "HeapGrowthPerInvoke"),
+        leak_lines: lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|d| d["lmp"] == "leak_suspected")
+            .collect(),
+    })
 }
 
 async fn leaky_is_flagged_and_fixed_is_not(example: &str) {

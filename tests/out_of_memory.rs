@@ -5,7 +5,6 @@
 mod common;
 
 use lambda_emulator::{Emulator, InvokeStatus, ShutdownReason};
-use serde_json::Value;
 use std::time::Duration;
 
 const HANDLER: &str = r#"
@@ -20,19 +19,6 @@ def handler(event, context):
             _hold.append(b"\x01" * (8 * 1024 * 1024))
     return {"ok": True}
 "#;
-
-fn values(lines: &[String], name: &str) -> Vec<f64> {
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .flat_map(|d| match &d[name] {
-            Value::Array(a) => a.iter().filter_map(Value::as_f64).collect(),
-            Value::Number(n) => n.as_f64().into_iter().collect(),
-            _ => vec![],
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oom_kill_is_published_as_out_of_memory() {
@@ -65,12 +51,12 @@ async fn an_oom_kill_is_published_as_out_of_memory() {
     let mut lines = Vec::new();
     for _ in 0..100 {
         lines = common::ext_lines(&em);
-        if values(&lines, "OutOfMemory").len() >= 2 {
+        if common::metric_values(&common::emf_docs(&lines), "OutOfMemory").len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut oom_values = values(&lines, "OutOfMemory");
+    let mut oom_values = common::metric_values(&common::emf_docs(&lines), "OutOfMemory");
     oom_values.sort_by(f64::total_cmp);
     assert_eq!(oom_values, vec![0.0, 1.0], "{}", lines.join("\n"));
     // The analysis logs the OOM with the figures of the invocation before it.

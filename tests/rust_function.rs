@@ -39,23 +39,9 @@ fn example_binary() -> PathBuf {
         .expect("cargo names the example's executable")
 }
 
-fn emf_docs(lines: &[String]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .collect()
-}
-
+/// A metric's values, smallest first.
 fn values(docs: &[Value], name: &str) -> Vec<f64> {
-    let mut out = Vec::new();
-    for d in docs {
-        match &d[name] {
-            Value::Number(n) => out.extend(n.as_f64()),
-            Value::Array(a) => out.extend(a.iter().filter_map(Value::as_f64)),
-            _ => {}
-        }
-    }
+    let mut out = common::metric_values(docs, name);
     out.sort_by(f64::total_cmp);
     out
 }
@@ -136,7 +122,7 @@ async fn rust_function_metrics_come_out_of_the_extension() {
         .get(common::EXT)
         .cloned()
         .unwrap_or_default();
-    let docs = emf_docs(&lines);
+    let docs = common::emf_docs(&lines);
     assert!(!docs.is_empty(), "no EMF line in:\n{}", lines.join("\n"));
     for d in &docs {
         let m = &d["_aws"]["CloudWatchMetrics"][0];

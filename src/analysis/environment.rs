@@ -447,7 +447,8 @@ mod tests {
         let mut a = analysis();
         let mut lines = Vec::new();
         let mut last = Findings::default();
-        for i in 0..30 {
+        // Warm-up (3), a full window (30), confirmation (5).
+        for i in 0..40 {
             last = a.observe(&profile(i, 7, 50_000 + i, i % 10 == 0), "fn");
             lines.extend(last.log_lines.clone());
         }
@@ -463,7 +464,7 @@ mod tests {
     fn a_flat_heap_is_published_as_no_leak() {
         let mut a = analysis();
         let mut last = Findings::default();
-        for i in 0..30 {
+        for i in 0..40 {
             let mut p = profile(i, 7, 50_000, i % 10 == 0);
             p.runtime_proc = Some(ProcMemory {
                 rss: Some(80_000_000),
@@ -478,10 +479,10 @@ mod tests {
     #[test]
     fn a_new_runtime_process_starts_a_new_history() {
         let mut a = analysis();
-        for i in 0..30 {
+        for i in 0..40 {
             a.observe(&profile(i, 7, 50_000 + i, false), "fn");
         }
-        let after_crash = a.observe(&profile(30, 8, 50_000, false), "fn");
+        let after_crash = a.observe(&profile(40, 8, 50_000, false), "fn");
         assert_eq!(
             value(&after_crash, Metric::LeakSuspected),
             None,

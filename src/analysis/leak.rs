@@ -20,11 +20,13 @@ use super::trend::{theil_sen_slope, trend};
 /// Thresholds of the leak rule (`LMP_LEAK_*`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeakConfig {
-    /// Warm invocations kept per series; the verdict speaks of these.
+    /// Warm invocations a verdict looks back over; a series must span all of them (a shorter
+    /// one cannot tell a cache still filling from a leak).
     pub window: usize,
     /// Invocations ignored after the environment's cold start (imports, caches warming up).
     pub warmup: usize,
-    /// Fewer points than this in the window: not enough data.
+    /// Fewer samples than this in the window: not enough data (the heap may be counted only
+    /// every few invocations on large heaps).
     pub min_points: usize,
     /// Python heap growth (bytes per invocation) below which no leak is called.
     pub min_heap_growth_bytes: f64,
@@ -38,19 +40,23 @@ pub struct LeakConfig {
     pub max_p_value: f64,
     /// Each third of the window must rise at least this fraction of the whole window's slope.
     pub persistence: f64,
+    /// Consecutive invocations the rule must hold before a leak is called: a cache that has
+    /// just reached its bound still looks like a leak for a few invocations.
+    pub confirm: usize,
 }
 
 impl Default for LeakConfig {
     fn default() -> Self {
         Self {
-            window: 40,
+            window: 30,
             warmup: 3,
-            min_points: 12,
+            min_points: 8,
             min_heap_growth_bytes: 512.0,
             min_heap_growth_blocks: 1.0,
             min_rss_growth_bytes: 16_384.0,
             max_p_value: 0.01,
             persistence: 0.25,
+            confirm: 5,
         }
     }
 }
@@ -82,7 +88,13 @@ pub fn assess_series(
     config: &LeakConfig,
 ) -> SeriesAssessment {
     let points = levels.len();
-    let Some(t) = trend(levels).filter(|_| points >= config.min_points.max(3)) else {
+    let span = match (levels.first(), levels.last()) {
+        (Some(a), Some(b)) => b.0 - a.0 + 1.0,
+        _ => 0.0,
+    };
+    // Three quarters: samples taken every few invocations rarely sit on the window's first one.
+    let enough = points >= config.min_points.max(3) && span >= 0.75 * config.window as f64;
+    let Some(t) = trend(levels).filter(|_| enough) else {
         return SeriesAssessment {
             verdict: Verdict::NotEnoughData,
             slope: 0.0,
@@ -144,6 +156,8 @@ pub struct LeakDetector {
     heap_blocks: VecDeque<(f64, f64)>,
     rss: VecDeque<(f64, f64)>,
     bytes_per_block: Option<f64>,
+    /// Consecutive observations after which the rule said leak.
+    streak: usize,
 }
 
 impl LeakDetector {
@@ -154,6 +168,7 @@ impl LeakDetector {
             heap_blocks: VecDeque::new(),
             rss: VecDeque::new(),
             bytes_per_block: None,
+            streak: 0,
         }
     }
 
@@ -185,9 +200,24 @@ impl LeakDetector {
         let x = self.seen as f64;
         push_bounded(&mut self.heap_blocks, x, observation.heap_blocks, window);
         push_bounded(&mut self.rss, x, observation.rss_bytes, window);
+        self.streak = if self.rule().verdict == Verdict::Leak {
+            self.streak + 1
+        } else {
+            0
+        };
     }
 
+    /// The verdict after the last observation: the rule, confirmed over `confirm` invocations.
     pub fn assess(&self) -> LeakReport {
+        let mut report = self.rule();
+        if report.verdict == Verdict::Leak && self.streak < self.config.confirm.max(1) {
+            report.verdict = Verdict::NoLeak;
+        }
+        report
+    }
+
+    /// What the rule says of the current window, unconfirmed.
+    fn rule(&self) -> LeakReport {
         let blocks: Vec<(f64, f64)> = self.heap_blocks.iter().copied().collect();
         let heap = match self.bytes_per_block {
             Some(bpb) => {
@@ -197,13 +227,7 @@ impl LeakDetector {
             None => assess_series(&blocks, self.config.min_heap_growth_blocks, &self.config),
         };
         let rss_levels: Vec<(f64, f64)> = self.rss.iter().copied().collect();
-        // RSS also rises while caches fill and the allocator warms up, and a short window cannot
-        // tell that from a leak: RSS is judged only on a full window.
-        let rss_config = LeakConfig {
-            min_points: self.config.window.max(self.config.min_points),
-            ..self.config.clone()
-        };
-        let rss = assess_series(&rss_levels, self.config.min_rss_growth_bytes, &rss_config);
+        let rss = assess_series(&rss_levels, self.config.min_rss_growth_bytes, &self.config);
         let verdict = match (heap.verdict, rss.verdict) {
             (Verdict::Leak, _) | (_, Verdict::Leak) => Verdict::Leak,
             (Verdict::NotEnoughData, Verdict::NotEnoughData) => Verdict::NotEnoughData,
@@ -222,12 +246,13 @@ impl LeakDetector {
     }
 }
 
-fn push_bounded(series: &mut VecDeque<(f64, f64)>, x: f64, value: Option<f64>, bound: usize) {
+/// Appends a sample and keeps only those of the last `window` invocations.
+fn push_bounded(series: &mut VecDeque<(f64, f64)>, x: f64, value: Option<f64>, window: usize) {
     if let Some(v) = value.filter(|v| v.is_finite()) {
-        if series.len() == bound {
-            series.pop_front();
-        }
         series.push_back((x, v));
+    }
+    while series.front().is_some_and(|f| f.0 <= x - window as f64) {
+        series.pop_front();
     }
 }
 
@@ -392,6 +417,14 @@ mod tests {
     fn short_series_are_not_enough_data() {
         let a = assess_series(&indexed(&[1.0, 2.0, 3.0]), 0.5, &cfg());
         assert_eq!(a.verdict, Verdict::NotEnoughData);
+        // Plenty of samples, but over 20 invocations only: the window (30) is not covered.
+        let dense: Vec<(f64, f64)> = (0..40)
+            .map(|i| (f64::from(i) / 2.0, f64::from(i)))
+            .collect();
+        assert_eq!(
+            assess_series(&dense, 0.5, &cfg()).verdict,
+            Verdict::NotEnoughData
+        );
     }
 
     #[test]
@@ -405,7 +438,7 @@ mod tests {
             });
         }
         // Then one 10 KiB block kept per invocation; one traced invocation says 10 KiB per block.
-        for i in 0..30 {
+        for i in 0..40 {
             d.observe(LeakObservation {
                 heap_blocks: Some(61_000.0 + i as f64),
                 bytes_per_block: (i == 5).then_some(10_240.0),
@@ -419,7 +452,45 @@ mod tests {
             (growth - 10_240.0).abs() / 10_240.0 < 0.10,
             "growth {growth}"
         );
-        assert_eq!(report.heap.points, 30);
+        assert_eq!(report.heap.points, 30, "the window");
+    }
+
+    #[test]
+    fn a_cache_reaching_its_bound_is_never_called_a_leak() {
+        // A bounded deque fills for 20 invocations (4 blocks each), then stays at its bound.
+        let mut d = LeakDetector::new(cfg());
+        for i in 0..200 {
+            d.observe(LeakObservation {
+                heap_blocks: Some(60_000.0 + 4.0 * f64::from(i.min(20))),
+                bytes_per_block: Some(350.0),
+                rss_bytes: None,
+            });
+            assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
+        }
+    }
+
+    #[test]
+    fn a_leak_is_called_after_the_confirmation_invocations() {
+        let mut d = LeakDetector::new(LeakConfig {
+            confirm: 5,
+            ..cfg()
+        });
+        let mut first = None;
+        let mut rule_first = None;
+        for i in 0..60 {
+            d.observe(LeakObservation {
+                heap_blocks: Some(60_000.0 + 2.0 * f64::from(i)),
+                bytes_per_block: Some(1024.0),
+                rss_bytes: None,
+            });
+            if rule_first.is_none() && d.rule().verdict == Verdict::Leak {
+                rule_first = Some(i);
+            }
+            if first.is_none() && d.assess().verdict == Verdict::Leak {
+                first = Some(i);
+            }
+        }
+        assert_eq!(first, rule_first.map(|r| r + 4));
     }
 
     #[test]
@@ -438,7 +509,7 @@ mod tests {
     #[test]
     fn detector_uses_the_real_invocation_number_of_sparse_samples() {
         let mut d = LeakDetector::new(cfg());
-        for i in 0..90 {
+        for i in 0..120 {
             // The heap is counted every third invocation only; 2 blocks of 1 KiB kept per call.
             d.observe(LeakObservation {
                 heap_blocks: (i % 3 == 0).then_some(40_000.0 + 2.0 * i as f64),
@@ -471,8 +542,8 @@ mod tests {
     #[test]
     fn flat_heap_but_rising_rss_is_a_native_leak() {
         let mut d = LeakDetector::new(cfg());
-        // RSS is judged on a full window only: warm-up plus 40 invocations.
-        for i in 0..43 {
+        // Warm-up, a full window, confirmation.
+        for i in 0..40 {
             d.observe(LeakObservation {
                 heap_blocks: Some(50_000.0),
                 bytes_per_block: Some(64.0),
@@ -482,7 +553,7 @@ mod tests {
         let report = d.assess();
         assert_eq!(report.heap.verdict, Verdict::NoLeak);
         assert_eq!(report.rss.verdict, Verdict::Leak);
-        assert_eq!(report.rss.points, 40);
+        assert_eq!(report.rss.points, 30);
         assert_eq!(report.verdict, Verdict::Leak);
     }
 

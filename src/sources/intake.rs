@@ -148,16 +148,16 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
     // The parsed value is handed over, not cloned: this runs once per invocation.
     match kind.as_str() {
         "hello" => {
-            let h: HelloBody = serde_json::from_value(value)
-                .map_err(|e| IntakeError::Malformed(e.to_string()))?;
+            let h: HelloBody =
+                serde_json::from_value(value).map_err(|e| IntakeError::Malformed(e.to_string()))?;
             Ok(IntakeRecord::Hello {
                 pid: h.pid,
                 runtime: h.runtime,
             })
         }
         "invocation" => {
-            let r: DecoratorRecord = serde_json::from_value(value)
-                .map_err(|e| IntakeError::Malformed(e.to_string()))?;
+            let r: DecoratorRecord =
+                serde_json::from_value(value).map_err(|e| IntakeError::Malformed(e.to_string()))?;
             Ok(IntakeRecord::Invocation(Box::new(r)))
         }
         other => Err(IntakeError::UnknownKind(other.to_string())),

@@ -94,6 +94,26 @@ pub fn config(python: PathBuf, dir: &Path, source: &str, env: &[(&str, String)])
     }
 }
 
+/// The Embedded Metric Format documents among output lines.
+pub fn emf_docs(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect()
+}
+
+/// Every value of metric `name` across EMF documents (single values and arrays), in order.
+pub fn metric_values(docs: &[serde_json::Value], name: &str) -> Vec<f64> {
+    docs.iter()
+        .flat_map(|d| match &d[name] {
+            serde_json::Value::Array(a) => a.iter().filter_map(serde_json::Value::as_f64).collect(),
+            serde_json::Value::Number(n) => n.as_f64().into_iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 pub fn ext_lines(em: &lambda_emulator::Emulator) -> Vec<String> {
     em.output_lines(OutputSource::Extension(EXT.into()))
 }
