@@ -180,6 +180,9 @@ def svg_chart(series: dict[str, list[float]], path: Path, memory_mb: int) -> Non
         f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">invocation</text>',
     ]
     for frac in (0, 0.25, 0.5, 0.75, 1):
+        x = pad + frac * (width - pad - 10)
+        label = round(frac * max(n - 1, 1)) + 1
+        parts.append(f'<text x="{x}" y="{height - pad + 16}" text-anchor="middle">{label}</text>')
         y = height - pad - frac * (height - pad - 30)
         parts.append(f'<text x="{pad - 6}" y="{y + 4}" text-anchor="end">{top * frac:.0f}</text>')
     for i, (label, values) in enumerate(series.items()):
