@@ -219,8 +219,13 @@ impl Agent {
         loop {
             let end_deadline = awaiting_end.as_ref().map(|(_, d)| *d);
             tokio::select! {
-                // ok: only polled when the guard holds, so `next` is Some.
-                ev = async { next.as_mut().expect("guarded").await }, if next.is_some() => {
+                // Only polled when the guard holds; the `None` arm never runs.
+                ev = async {
+                    match next.as_mut() {
+                        Some(pending) => pending.await,
+                        None => std::future::pending().await,
+                    }
+                }, if next.is_some() => {
                     next = None;
                     match ev {
                         Ok(NextEvent::Invoke { request_id, deadline_ms }) => {

@@ -60,7 +60,7 @@ pub struct Config {
     pub shutdown_margin: Duration,
     /// `LMP_LOG_LEVEL`: `error`, `warn`, `info` (default), `debug`, `trace`.
     pub log_level: tracing::Level,
-    /// Leak rule: `LMP_LEAK_WINDOW` (warm invocations judged, default 30), `LMP_LEAK_WARMUP`
+    /// Leak rule: `LMP_LEAK_WINDOW` (warm invocations judged, default 40), `LMP_LEAK_WARMUP`
     /// (invocations ignored after a cold start, default 3), `LMP_LEAK_MIN_POINTS` (default 8),
     /// `LMP_LEAK_MIN_HEAP_BYTES` (heap growth per invocation that counts, default 512),
     /// `LMP_LEAK_MIN_RSS_BYTES` (RSS growth per invocation that counts, default 16384),

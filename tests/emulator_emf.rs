@@ -4,7 +4,7 @@
 
 mod common;
 
-use lambda_emulator::{Emulator, InvokeStatus, ShutdownReason};
+use lambda_emulator::{Emulator, InvokeStatus};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -57,15 +57,7 @@ async fn emf_lines_carry_each_invocations_metrics() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let shut = em
-        .shutdown(ShutdownReason::Spindown)
-        .await
-        .expect("shutdown");
-    let ext = shut
-        .extensions
-        .iter()
-        .find(|e| e.name == common::EXT)
-        .expect("extension ran");
+    let (_, ext) = common::shut_down(em).await;
     assert_eq!(ext.exit.code, Some(0), "{:?}", ext.exit);
     assert!(!ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline);
     assert_eq!(ext.telemetry_types, vec!["platform", "function"]);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use lambda_emulator::{Emulator, EmulatorConfig, InvokeStatus, ShutdownReason};
+use lambda_emulator::{Emulator, EmulatorConfig, InvokeStatus};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -58,11 +58,7 @@ async fn run_example(example: &str, variant: &str, invocations: usize) -> Option
             "{example}/{variant} #{i}: {out:?}"
         );
     }
-    let shut = em
-        .shutdown(ShutdownReason::Spindown)
-        .await
-        .expect("shutdown");
-    let ext = &shut.extensions[0];
+    let (shut, ext) = common::shut_down(em).await;
     assert!(
         !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
         "{ext:?}"

@@ -8,7 +8,7 @@ use aws_sdk_cloudwatch::config::{Credentials, Region};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_cloudwatch::Client;
-use lambda_emulator::{Emulator, InvokeStatus, ShutdownReason};
+use lambda_emulator::{Emulator, InvokeStatus};
 use std::time::{Duration, SystemTime};
 
 fn reader(endpoint: &str) -> Client {
@@ -100,15 +100,7 @@ async fn metrics_arrive_in_cloudwatch_with_the_right_values_and_dimensions() {
         reports.push(out.report.clone());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let shut = em
-        .shutdown(ShutdownReason::Spindown)
-        .await
-        .expect("shutdown");
-    let ext = shut
-        .extensions
-        .iter()
-        .find(|e| e.name == common::EXT)
-        .expect("extension ran");
+    let (_, ext) = common::shut_down(em).await;
     assert_eq!(ext.exit.code, Some(0), "{:?}", ext.exit);
     assert!(
         !ext.exit.killed_at_deadline,

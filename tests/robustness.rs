@@ -3,7 +3,7 @@
 
 mod common;
 
-use lambda_emulator::{Emulator, InvokeStatus, ShutdownReason};
+use lambda_emulator::{Emulator, InvokeStatus};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -47,15 +47,7 @@ async fn wait_for_line(em: &Emulator, pred: impl Fn(&str) -> bool) -> Vec<String
 }
 
 async fn shutdown_cleanly(em: Emulator) {
-    let shut = em
-        .shutdown(ShutdownReason::Spindown)
-        .await
-        .expect("shutdown");
-    let ext = shut
-        .extensions
-        .iter()
-        .find(|e| e.name == common::EXT)
-        .expect("extension ran");
+    let (_, ext) = common::shut_down(em).await;
     eprintln!(
         "extension exit after SHUTDOWN: {:?}, post-runtime per invoke: {:?}",
         ext.exit.exit_after_shutdown, ext.post_runtime

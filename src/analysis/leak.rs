@@ -48,7 +48,7 @@ pub struct LeakConfig {
 impl Default for LeakConfig {
     fn default() -> Self {
         Self {
-            window: 30,
+            window: 40,
             warmup: 3,
             min_points: 8,
             min_heap_growth_bytes: 512.0,
@@ -438,7 +438,7 @@ mod tests {
             });
         }
         // Then one 10 KiB block kept per invocation; one traced invocation says 10 KiB per block.
-        for i in 0..40 {
+        for i in 0..50 {
             d.observe(LeakObservation {
                 heap_blocks: Some(61_000.0 + i as f64),
                 bytes_per_block: (i == 5).then_some(10_240.0),
@@ -452,7 +452,7 @@ mod tests {
             (growth - 10_240.0).abs() / 10_240.0 < 0.10,
             "growth {growth}"
         );
-        assert_eq!(report.heap.points, 30, "the window");
+        assert_eq!(report.heap.points, 40, "the window");
     }
 
     #[test]
@@ -543,7 +543,7 @@ mod tests {
     fn flat_heap_but_rising_rss_is_a_native_leak() {
         let mut d = LeakDetector::new(cfg());
         // Warm-up, a full window, confirmation.
-        for i in 0..40 {
+        for i in 0..50 {
             d.observe(LeakObservation {
                 heap_blocks: Some(50_000.0),
                 bytes_per_block: Some(64.0),
@@ -553,7 +553,7 @@ mod tests {
         let report = d.assess();
         assert_eq!(report.heap.verdict, Verdict::NoLeak);
         assert_eq!(report.rss.verdict, Verdict::Leak);
-        assert_eq!(report.rss.points, 30);
+        assert_eq!(report.rss.points, 40);
         assert_eq!(report.verdict, Verdict::Leak);
     }
 

@@ -114,6 +114,26 @@ pub fn metric_values(docs: &[serde_json::Value], name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Shuts the environment down (spindown); returns the report and this extension's figures.
+pub async fn shut_down(
+    em: lambda_emulator::Emulator,
+) -> (
+    lambda_emulator::ShutdownReport,
+    lambda_emulator::ExtensionStats,
+) {
+    let shut = em
+        .shutdown(lambda_emulator::ShutdownReason::Spindown)
+        .await
+        .expect("shutdown");
+    let ext = shut
+        .extensions
+        .iter()
+        .find(|e| e.name == EXT)
+        .cloned()
+        .expect("extension ran");
+    (shut, ext)
+}
+
 pub fn ext_lines(em: &lambda_emulator::Emulator) -> Vec<String> {
     em.output_lines(OutputSource::Extension(EXT.into()))
 }
