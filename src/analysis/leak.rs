@@ -80,6 +80,13 @@ pub struct SeriesAssessment {
     pub points: usize,
 }
 
+const NO_DATA: SeriesAssessment = SeriesAssessment {
+    verdict: Verdict::NotEnoughData,
+    slope: 0.0,
+    p_value: 1.0,
+    points: 0,
+};
+
 /// Judge one level series (`(invocation number, level)`, oldest first) against a minimum slope
 /// per invocation.
 pub fn assess_series(
@@ -95,12 +102,7 @@ pub fn assess_series(
     // Three quarters: samples taken every few invocations rarely sit on the window's first one.
     let enough = points >= config.min_points.max(3) && span >= 0.75 * config.window as f64;
     let Some(t) = trend(levels).filter(|_| enough) else {
-        return SeriesAssessment {
-            verdict: Verdict::NotEnoughData,
-            slope: 0.0,
-            p_value: 1.0,
-            points,
-        };
+        return SeriesAssessment { points, ..NO_DATA };
     };
     let rising = t.slope >= min_slope && t.p_value <= config.max_p_value;
     let verdict = if rising && persists(levels, t.slope, config.persistence) {
@@ -158,18 +160,29 @@ pub struct LeakDetector {
     bytes_per_block: Option<f64>,
     /// Consecutive observations after which the rule said leak.
     streak: usize,
+    /// The rule's report on the current window, computed once per observation (Theil–Sen is
+    /// quadratic in the window, and the report is read after every invocation).
+    last_rule: LeakReport,
 }
 
 impl LeakDetector {
     pub fn new(config: LeakConfig) -> Self {
-        Self {
+        let mut detector = Self {
             config,
             seen: 0,
             heap_blocks: VecDeque::new(),
             rss: VecDeque::new(),
             bytes_per_block: None,
             streak: 0,
-        }
+            last_rule: LeakReport {
+                verdict: Verdict::NotEnoughData,
+                heap_growth_bytes_per_invoke: None,
+                heap: NO_DATA,
+                rss: NO_DATA,
+            },
+        };
+        detector.last_rule = detector.rule();
+        detector
     }
 
     pub fn config(&self) -> &LeakConfig {
@@ -200,7 +213,8 @@ impl LeakDetector {
         let x = self.seen as f64;
         push_bounded(&mut self.heap_blocks, x, observation.heap_blocks, window);
         push_bounded(&mut self.rss, x, observation.rss_bytes, window);
-        self.streak = if self.rule().verdict == Verdict::Leak {
+        self.last_rule = self.rule();
+        self.streak = if self.last_rule.verdict == Verdict::Leak {
             self.streak + 1
         } else {
             0
@@ -209,7 +223,7 @@ impl LeakDetector {
 
     /// The verdict after the last observation: the rule, confirmed over `confirm` invocations.
     pub fn assess(&self) -> LeakReport {
-        let mut report = self.rule();
+        let mut report = self.last_rule;
         if report.verdict == Verdict::Leak && self.streak < self.config.confirm.max(1) {
             report.verdict = Verdict::NoLeak;
         }
