@@ -6,6 +6,10 @@ The added time of a variant in a round is its mean call time minus the undecorat
 that round; the table gives the median and the mean of those over the rounds.
 
     python bench/decorator_overhead.py [--rounds 30] [--block-ms 250] [--clock cpu|wall]
+
+``--frames-sweep`` measures instead what a traced call costs for each traceback depth
+(``LMP_TRACE_FRAMES``), on the handler above and on one parsing ~50 KiB of JSON, both called
+from 12 frames deep (the runtime client's stack below a Lambda handler).
 """
 
 from __future__ import annotations
@@ -70,6 +74,84 @@ def handler(event: Any, context: Any) -> Any:
     return {"statusCode": 200, "body": json.dumps({"totals": summary, "countries": countries})}
 
 
+SWEEP_DEPTHS = (1, 4, 8, 12, 16, 32)
+# Line-table entries before the call in each of the 12 frames below the handler: those of
+# awslambdaric's bootstrap (handle_event_request, run, main, <module>, and runpy's two frames)
+# on Python 3.11, twice over for a framework's frames. It matters: at every traced allocation,
+# tracemalloc computes the line number of each captured frame by walking its line table up to
+# the current instruction.
+RUNTIME_STACK = (29, 175, 58, 38, 51, 81) * 2
+
+
+def json_handler(event: Any, context: Any) -> Any:
+    """Parses a ~50 KiB JSON body: most allocations happen three frames inside json."""
+    return {"statusCode": 200, "n": len(json.loads(event["body"])["orders"])}
+
+
+def below_runtime_stack(fn: Handler) -> Handler:
+    """Calls ``fn`` from under ``RUNTIME_STACK`` Python frames, as a runtime's bootstrap does."""
+    call = fn
+    for i, entries in enumerate(RUNTIME_STACK):
+        # Two line-table entries per such statement (its load and its store).
+        body = "".join(f"    v{k} = {k} + 1\n" for k in range(entries // 2))
+        src = f"def frame_{i}(event, context):\n{body}    return inner(event, context)\n"
+        scope: dict = {"inner": call}
+        exec(compile(src, f"/var/runtime/frame_{i}.py", "exec"), scope)
+        call = scope[f"frame_{i}"]
+    return call
+
+
+def frames_sweep(rounds: int, block_ms: float, clock: Callable[[], float], drain: Any) -> int:
+    """Median µs per call of each traceback depth, every call traced (no budget), against
+    the same handler decorated without tracing; interleaved rounds as in the main table."""
+    cases = {
+        "allocation-heavy (300 orders)": (handler, {"body": make_body()}),
+        "json.loads ~50 KiB": (json_handler, {"body": make_body(533)}),
+    }
+    print(
+        f"Python {platform.python_version()}, {clock.__name__}, {rounds} interleaved rounds of "
+        f"~{block_ms:.0f} ms per variant, handlers called from {len(RUNTIME_STACK)} frames deep, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+    print()
+    print(
+        "| handler | body | untraced µs | "
+        + " | ".join(f"frames={n} µs" for n in SWEEP_DEPTHS)
+        + " |"
+    )
+    print("|---|---:|---:|" + "---:|" * len(SWEEP_DEPTHS))
+    for label, (fn, event) in cases.items():
+        variants = {"untraced": below_runtime_stack(memory_profile(trace=False)(fn))}
+        for n in SWEEP_DEPTHS:
+            traced = memory_profile(sample_rate=1.0, trace_budget_us=0, frames=n)(fn)
+            variants[f"frames={n}"] = below_runtime_stack(traced)
+        calls = {}
+        for name, call in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(5):
+                call(event, None)
+            calls[name] = max(5, int(block_ms / 1000 / ((time.perf_counter() - t0) / 5)))
+        drain()
+        per_round: dict = {name: [] for name in variants}
+        names = list(variants)
+        order_rng = random.Random(2)
+        for _ in range(rounds):
+            order_rng.shuffle(names)
+            for name in names:
+                call, n_calls = variants[name], calls[name]
+                t0 = clock()
+                for _ in range(n_calls):
+                    call(event, None)
+                per_round[name].append((clock() - t0) / n_calls * 1e6)
+                drain()
+        cells = " | ".join(f"{statistics.median(per_round[n]):.0f}" for n in variants)
+        print(f"| {label} | {len(event['body']) / 1024:.0f} KiB | {cells} |")
+    print()
+    print("µs per call, median over the rounds; every call of a frames=N variant is traced.")
+    return 0
+
+
 def tutorial_decorator(fn: Handler) -> Handler:
     """The widely copied tracemalloc decorator: trace, two snapshots, compare, print, stop."""
 
@@ -115,6 +197,11 @@ def main() -> int:
         help="cpu: this thread's CPU time (robust to other processes on the machine); "
         "wall: elapsed time",
     )
+    ap.add_argument(
+        "--frames-sweep",
+        action="store_true",
+        help="time a traced call for each traceback depth instead (LMP_TRACE_FRAMES)",
+    )
     a = ap.parse_args()
     clock = time.thread_time if a.clock == "cpu" else time.perf_counter
     load0 = os.getloadavg()
@@ -140,6 +227,9 @@ def main() -> int:
         except BlockingIOError:
             pass
         return n, traced
+
+    if a.frames_sweep:
+        return frames_sweep(a.rounds, a.block_ms, clock, drain)
 
     names_defaults = f"@memory_profile defaults (sample_rate={DEFAULT_SAMPLE_RATE})"
     variants: dict = {

@@ -136,9 +136,16 @@ def check_invocation(rec: dict[str, Any]) -> None:
             assert f"trace.{k}" in table, f"trace.{k} undocumented"
         assert trace["reason"] in ("cold", "rate", "suspect", "always")
         assert trace["mode"] in ("own", "shared")
+        if trace["mode"] == "own":
+            assert trace["growth_bytes"] is None, trace  # no net figure from own-mode tracing
         for site in trace["top"]:
-            assert set(site) == {"file", "line", "size", "count"}
+            assert set(site) - {"via"} == {"file", "line", "size", "count"}, site
             assert isinstance(site["line"], int) and site["size"] > 0 and site["count"] > 0
+            if "via" in site:
+                # The allocating frame, "file:line", only when it is not the site itself.
+                file, _, line = site["via"].rpartition(":")
+                assert file and line.isdigit(), site
+                assert (file, int(line)) != (site["file"], site["line"]), site
 
 
 # Units CloudWatch accepts (MetricDatum.Unit).

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 import tracemalloc
 
 import lambda_memory_profiler
 import pytest
 from conftest import ROOT, MiB, check_invocation
-from lambda_memory_profiler import _decorator, memory_profile
+from lambda_memory_profiler import _probes, _sampling, memory_profile
 
 
 class Boom(Exception):
@@ -199,8 +200,8 @@ def test_failing_measurement_never_reaches_the_handler(intake, monkeypatch):
         return "fine"
 
     before = lambda_memory_profiler.stats()["measurement_errors"]
-    monkeypatch.setattr(_decorator, "_blocks", broken)
-    monkeypatch.setattr(_decorator._probes, "heap_blocks", broken)
+    monkeypatch.setattr(_sampling, "_blocks", broken)
+    monkeypatch.setattr(_probes, "heap_blocks", broken)
     assert handler({}, None) == "fine"
     assert lambda_memory_profiler.stats()["measurement_errors"] > before
     assert not tracemalloc.is_tracing()
@@ -208,25 +209,71 @@ def test_failing_measurement_never_reaches_the_handler(intake, monkeypatch):
 
 def test_suspected_growth_traces_more_often_but_bounded(intake, monkeypatch):
     # Count the heap at every invocation, however large the test process's heap has become.
-    monkeypatch.setattr(_decorator, "HEAP_BLOCKS_BUDGET_S", 1.0)
+    monkeypatch.setattr(_sampling, "HEAP_BLOCKS_BUDGET_S", 1.0)
     kept = []
 
-    @memory_profile(sample_rate=1e-12, suspect_window=4, intake_port=intake.port)
+    # No budget: this test is about when suspect mode traces (the budget has its own test).
+    @memory_profile(sample_rate=1e-12, suspect_window=4, trace_budget_us=0, intake_port=intake.port)
     def handler(event, context):
-        kept.append(bytearray(4096))
+        kept.append([bytearray(512) for _ in range(16)])
         return None
 
     reasons = []
-    for _ in range(60):
+    for _ in range(100):
         handler({}, None)
         t = intake.next()["trace"]
         reasons.append(t and t["reason"])
     traced = [i for i, r in enumerate(reasons) if r]
     assert traced and all(reasons[i] == "suspect" for i in traced), reasons
-    assert traced[0] >= 4  # needs a full window of rising heap counts first
+    assert traced[0] >= 4  # needs a full window of rising memory first
     gaps = [b - a for a, b in zip(traced, traced[1:])]
-    assert all(g >= _decorator.SUSPECT_INTERVAL for g in gaps), traced
-    assert len(traced) >= 3
+    assert all(g >= _sampling.SUSPECT_INTERVAL for g in gaps), traced
+    # A few traces name the sites; an episode of growth is not traced throughout.
+    assert 2 <= len(traced) <= _sampling.SUSPECT_TRACES_PER_EPISODE, traced
+    kept.clear()
+
+
+def test_suspect_traces_obey_the_budget(intake, monkeypatch):
+    monkeypatch.setattr(_sampling, "HEAP_BLOCKS_BUDGET_S", 1.0)
+    kept = []
+
+    @memory_profile(
+        sample_rate=1e-12, suspect_window=4, trace_budget_us=20, intake_port=intake.port
+    )
+    def handler(event, context):
+        kept.append([str(i) for i in range(300)])  # ~300 blocks kept: steady growth
+        return None
+
+    traced = 0
+    started = time.perf_counter()
+    n = 400
+    for _ in range(n):
+        handler({}, None)
+        t = intake.next()["trace"]
+        traced += t is not None and t["reason"] == "suspect"
+    elapsed = time.perf_counter() - started
+    kept.clear()
+    # Suspected all along, but each trace costs far more than 20 µs per invocation earns.
+    assert 1 <= traced < n // _sampling.SUSPECT_INTERVAL // 2, traced
+    assert elapsed > 0
+
+
+def test_runtime_drift_is_not_suspected(intake, monkeypatch):
+    # One small block kept per invocation: what the runtime client itself keeps.
+    monkeypatch.setattr(_sampling, "HEAP_BLOCKS_BUDGET_S", 1.0)
+    kept = []
+
+    @memory_profile(sample_rate=1e-12, suspect_window=4, trace_budget_us=0, intake_port=intake.port)
+    def handler(event, context):
+        kept.append(object())
+        return None
+
+    handler({}, None)
+    intake.next()
+    for _ in range(60):
+        handler({}, None)
+        trace = intake.next()["trace"]
+        assert trace is None, trace["reason"]
     kept.clear()
 
 
@@ -349,7 +396,7 @@ def test_shared_mode_shrinking_heap_keeps_sizes_non_negative(intake):
 
 def test_heap_block_count_is_thinned_out_when_it_gets_expensive(intake, monkeypatch):
     # Any real cost exceeds this budget, so the count is taken every 16th invocation only.
-    monkeypatch.setattr(_decorator, "HEAP_BLOCKS_BUDGET_S", 1e-12)
+    monkeypatch.setattr(_sampling, "HEAP_BLOCKS_BUDGET_S", 1e-12)
 
     @memory_profile(trace=False, intake_port=intake.port)
     def handler(event, context):

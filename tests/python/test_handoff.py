@@ -59,25 +59,33 @@ def test_without_extension_each_invocation_prints_one_emf_line(capfd, lmp_env):
     lmp_env.setenv("LMP_NAMESPACE", "TestSpace")
     lmp_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-api")
     port = free_udp_port()  # nobody listens there
+    kept = []
 
     @memory_profile(sample_rate=1.0, intake_port=port)
     def handler(event, context):
+        kept.append(bytearray(4000))  # the leaking line
         return [bytes(2000) for _ in range(10)]
 
+    line = handler.__wrapped__.__code__.co_firstlineno + 2
     capfd.readouterr()
     for _ in range(3):
         handler({}, None)
     out = capfd.readouterr().out.splitlines()
     # None lost: the record whose send revealed the absence was printed as well.
     assert len(out) == 3, out
-    for line in out:
-        doc = check_emf(line, "TestSpace")
+    for text in out:
+        doc = check_emf(text, "TestSpace")
         assert doc["FunctionName"] == "orders-api"
         assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["FunctionName"]]
         assert doc["PythonHeapPeak"] >= 20000
+        assert doc["PythonHeapRetained"] >= 20000  # the response is live at the end
         assert doc["Duration"] >= 0 and doc["ColdStart"] == 0
+        # Own-mode tracing claims no growth: no datum, rather than a made-up one.
+        names = {m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+        assert "PythonHeapGrowth" not in names and "PythonHeapGrowth" not in doc
+        # The response is not a site; the leak is.
         assert isinstance(doc["TopSites"], list) and doc["TopSites"]
-        assert doc["TopSites"][0]["file"] == __file__
+        assert (doc["TopSites"][0]["file"], doc["TopSites"][0]["line"]) == (__file__, line)
         assert doc["RequestId"] == ""
 
 
@@ -153,5 +161,18 @@ def test_emf_leaves_out_a_lifetime_rss_peak():
     assert doc["RssPeakBytes"] == example["rss_peak_bytes"]
     doc = check_emf(_handoff.emf_line(protocol_example("invocation"), "NS"), "NS")
     assert doc["RuntimeRssPeak"] == example["rss_peak_bytes"]
-    assert doc["PythonHeapGrowth"] == example["trace"]["growth_bytes"]
     assert doc["TopSites"] == example["trace"]["top"]
+
+
+def test_emf_carries_growth_only_when_the_record_has_it():
+    example = protocol_example("invocation")
+    assert example["trace"]["mode"] == "own" and example["trace"]["growth_bytes"] is None
+    doc = check_emf(_handoff.emf_line(example, "NS"), "NS")
+    names = {m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert "PythonHeapGrowth" not in names and "PythonHeapGrowth" not in doc
+    assert doc["PythonHeapRetained"] == example["trace"]["retained_bytes"]
+    # A shared session's net figure may be negative (the heap shrank): still a datum.
+    shared = dict(example["trace"], mode="shared", growth_bytes=-4096, retained_bytes=0)
+    doc = check_emf(_handoff.emf_line(dict(example, trace=shared), "NS"), "NS")
+    assert doc["PythonHeapGrowth"] == -4096
+    assert "PythonHeapGrowth" in {m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}

@@ -5,13 +5,12 @@ from __future__ import annotations
 import collections
 import functools
 import gc
-import statistics
 
 from conftest import MiB, check_invocation
 from lambda_memory_profiler import memory_profile
 
 
-def test_leak_of_10_mib_per_call_is_retention_and_growth(intake):
+def test_leak_of_10_mib_per_call_is_retention_at_its_line(intake):
     kept = []
 
     @memory_profile(sample_rate=1.0, intake_port=intake.port)
@@ -29,20 +28,19 @@ def test_leak_of_10_mib_per_call_is_retention_and_growth(intake):
         t = rec["trace"]
         assert t["reason"] == "always" and t["mode"] == "own"
         assert abs(t["retained_bytes"] - 10 * MiB) <= 0.05 * 10 * MiB, t
-        assert abs(t["growth_bytes"] - 10 * MiB) <= 0.05 * 10 * MiB, t
+        # Own-mode tracing cannot see frees of older blocks: no net figure is claimed.
+        assert t["growth_bytes"] is None, t
         assert t["peak_bytes"] >= 10 * MiB
         top = t["top"][0]
         assert top["file"] == __file__ and top["line"] == line, t["top"]
-        assert top["size"] >= 10 * MiB
+        assert top["size"] >= 10 * MiB and "via" not in top
     # The net block counter rises during every call (between calls, the test's own garbage
     # may be collected, so the end-of-call counts alone need not rise).
     assert all(r["trace"]["heap_blocks_delta"] >= 1 for r in recs), recs
-    total = sum(r["trace"]["growth_bytes"] for r in recs)
-    assert abs(total - 60 * MiB) <= 0.05 * 60 * MiB
     kept.clear()
 
 
-def test_transient_50_mib_is_peak_without_growth(intake):
+def test_transient_50_mib_is_peak_without_retention(intake):
     @memory_profile(sample_rate=1.0, intake_port=intake.port)
     def handler(event, context):
         block = b"T" * (50 * MiB)  # touched pages: RSS really rises
@@ -60,7 +58,6 @@ def test_transient_50_mib_is_peak_without_growth(intake):
     t = rec["trace"]
     assert abs(t["peak_bytes"] - 50 * MiB) <= 0.05 * 50 * MiB, t
     assert t["retained_bytes"] < 64 * 1024, t
-    assert abs(t["growth_bytes"]) < 64 * 1024, t
     big_peak = rec["rss_peak_bytes"]
     assert big_peak >= 50 * MiB
     quiet({}, None)
@@ -83,7 +80,7 @@ def _steady_growth(intake, handler, warm: int, measured: int):
     return recs
 
 
-def test_bounded_lru_at_steady_state_shows_retention_but_no_growth(intake):
+def test_bounded_lru_at_steady_state_shows_retention_and_no_net_blocks(intake):
     cache: collections.OrderedDict = collections.OrderedDict()
     entry = 64 * 1024
 
@@ -96,46 +93,56 @@ def test_bounded_lru_at_steady_state_shows_retention_but_no_growth(intake):
 
     recs = _steady_growth(intake, handler, warm=64, measured=40)
     retained = [r["trace"]["retained_bytes"] for r in recs]
-    growth = [r["trace"]["growth_bytes"] for r in recs]
     # Each call keeps a new 64 KiB entry (gross retention) ...
     assert min(retained) >= entry, retained
-    # ... but evicts an old one: the net growth is nil.
-    assert statistics.median(growth) == 0, growth
-    assert abs(sum(growth)) < entry, growth
+    # ... but evicts an old one: the net block count does not rise, and no growth is claimed.
     assert all(r["trace"]["heap_blocks_delta"] <= 0 for r in recs[1:]), recs
+    assert all(r["trace"]["growth_bytes"] is None for r in recs), recs
 
 
-def test_functools_lru_cache_at_steady_state_shows_no_growth(intake):
-    @functools.lru_cache(maxsize=16)
-    def render(key):
-        return (str(key) * 8192).encode()
+def test_lru_cache_of_1_mib_values_sends_no_negative_growth(intake):
+    # Each call inserts a 1 MiB value and evicts one allocated before tracing started, a free
+    # tracing cannot see: any growth derived from it would be false (negative or positive).
+    @functools.lru_cache(maxsize=8)
+    def value(key):
+        return bytes(MiB)  # the cached line
 
     @memory_profile(sample_rate=1.0, intake_port=intake.port)
     def handler(event, context):
-        return len(render(event))
+        return len(value(f"key-{event}"))
 
-    recs = _steady_growth(intake, handler, warm=40, measured=40)
-    growth = [r["trace"]["growth_bytes"] for r in recs]
-    assert min(r["trace"]["retained_bytes"] for r in recs) >= 8192
-    assert statistics.median(growth) == 0, growth
-    assert abs(sum(growth)) < 8192 * 2, growth
+    line = value.__wrapped__.__code__.co_firstlineno + 2
+    recs = _steady_growth(intake, handler, warm=20, measured=20)
+    for rec in recs:
+        check_invocation(rec)
+        t = rec["trace"]
+        assert t["growth_bytes"] is None, t
+        # What the invocation holds is still reported, at its line.
+        assert MiB <= t["retained_bytes"] < MiB + 4096, t
+        assert (t["top"][0]["file"], t["top"][0]["line"]) == (__file__, line), t["top"]
 
 
-def test_leak_beside_a_bounded_cache_is_still_growth(intake):
+def test_leak_beside_a_bounded_cache_names_both_sites(intake):
     cache: collections.OrderedDict = collections.OrderedDict()
     leak = []
 
     @memory_profile(sample_rate=1.0, intake_port=intake.port)
     def handler(event, context):
-        cache[event] = bytes(32 * 1024)
+        cache[event] = bytes(32 * 1024)  # the cache line
         if len(cache) > 8:
             cache.popitem(last=False)
-        leak.append(bytearray(b"x" * MiB))
+        leak.append(bytearray(b"x" * MiB))  # the leaking line
         return None
 
+    first = handler.__wrapped__.__code__.co_firstlineno
     recs = _steady_growth(intake, handler, warm=20, measured=20)
-    growth = [r["trace"]["growth_bytes"] for r in recs]
-    assert abs(statistics.median(growth) - MiB) <= 0.05 * MiB, growth
+    for rec in recs:
+        top = {(s["file"], s["line"]): s["size"] for s in rec["trace"]["top"]}
+        # Both are held at the end of every call; telling the leak from the cache takes
+        # several invocations (the extension's analysis), not one record.
+        assert abs(top[(__file__, first + 5)] - MiB) <= 0.01 * MiB, top
+        assert abs(top[(__file__, first + 2)] - 32 * 1024) <= 1024, top
+        assert rec["trace"]["growth_bytes"] is None
     leak.clear()
 
 
@@ -195,15 +202,16 @@ def test_deeper_tracebacks_name_the_functions_own_line(intake):
     top_deep = rec["trace"]["top"][0]
     line = deep.__wrapped__.__code__.co_firstlineno + 2
     # One frame: the allocating line itself, inside the json package.
-    assert top_shallow["file"].endswith("decoder.py"), top_shallow
-    # Eight frames: the newest frame in the function's own code.
+    assert top_shallow["file"] == json.decoder.__file__, top_shallow
+    assert "via" not in top_shallow
+    # Eight frames: the newest frame in the function's own code, via the json line.
     assert top_deep["file"] == __file__ and top_deep["line"] == line, top_deep
+    assert top_deep["via"] == f"{top_shallow['file']}:{top_shallow['line']}", top_deep
     assert top_deep["count"] >= 200
-    assert abs(rec["trace"]["growth_bytes"] - rec["trace"]["retained_bytes"]) < 1024
     kept.clear()
 
 
-def test_a_large_response_is_retention_but_not_growth(intake):
+def test_a_large_response_is_retention_but_not_a_site(intake):
     @memory_profile(sample_rate=1.0, intake_port=intake.port)
     def handler(event, context):
         items = [{"id": i, "name": f"item-{i}", "tags": ["a", str(i)]} for i in range(300)]
@@ -214,9 +222,9 @@ def test_a_large_response_is_retention_but_not_growth(intake):
         t = intake.next()["trace"]
         # The response is live at the end (the runtime still has to send it) ...
         assert t["retained_bytes"] > 60_000, t
-        # ... but the runtime frees it right after: it is not growth (up to the small dict
-        # tables that may come from CPython's free list: at most 80 of them, ~200 bytes each).
-        assert abs(t["growth_bytes"]) < 80 * 200, t
+        # ... but the runtime frees it right after: its lines are no sites (up to the small
+        # dict tables that may come from CPython's free list: at most 80, ~200 bytes each).
+        assert sum(s["size"] for s in t["top"] if s["file"] == __file__) < 80 * 200, t
         assert len(out["items"]) == 300
 
 

@@ -16,6 +16,7 @@ DEFAULT_INTAKE_PORT = 4243
 DEFAULT_NAMESPACE = "LambdaMemoryProfiler"
 DEFAULT_SUSPECT_WINDOW = 8
 DEFAULT_TRACE_BUDGET_US = 10.0
+DEFAULT_TRACE_FRAMES = 16
 
 # One warning per (variable, value): a bad value must be visible in the logs but must not
 # repeat on every decorated function or every invocation.
@@ -199,7 +200,7 @@ def resolve(overrides: dict[str, object], env: Mapping[str, str] | None = None) 
         ("storage_resolution", "LMP_STORAGE_RESOLUTION", _parse_resolution, 60),
         ("dimensions", "LMP_DIMENSIONS", _parse_dimensions, ("FunctionName",)),
         ("trace_budget_us", "LMP_TRACE_BUDGET_US", _parse_budget, DEFAULT_TRACE_BUDGET_US),
-        ("frames", "LMP_TRACE_FRAMES", _parse_frames, 1),
+        ("frames", "LMP_TRACE_FRAMES", _parse_frames, DEFAULT_TRACE_FRAMES),
     )
     values: dict[str, object] = {}
     for key, var, parse, default in table:

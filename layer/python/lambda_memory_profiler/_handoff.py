@@ -51,6 +51,7 @@ def encode_invocation(
     uncollectable: int,
     garbage: int | None,
     trace_json: str = "null",
+    anon_bytes: int | None = None,
 ) -> bytes:
     """The invocation record as JSON, straight from its figures: about half the cost of
     building a dict and running the generic encoder, on a path taken at every invocation."""
@@ -63,6 +64,7 @@ def encode_invocation(
         f'"rss_peak_bytes":{"null" if rss_peak_bytes is None else int(rss_peak_bytes)},'
         f'"rss_peak_scope":{_q(rss_peak_scope)},'
         f'"heap_blocks":{"null" if heap_blocks is None else int(heap_blocks)},'
+        f'"anon_bytes":{"null" if anon_bytes is None else int(anon_bytes)},'
         f'"gc":{{"collections":{int(collections)},"collected":{int(collected)},'
         f'"uncollectable":{int(uncollectable)},'
         f'"garbage":{"null" if garbage is None else int(garbage)}}},'
@@ -88,6 +90,7 @@ def _fast(record: dict[str, Any], trace_json: str) -> bytes:
         g["uncollectable"],
         g["garbage"],
         trace_json,
+        record.get("anon_bytes"),
     )
 
 

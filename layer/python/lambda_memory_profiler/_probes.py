@@ -32,6 +32,28 @@ def heap_blocks() -> int:
     return sys.getallocatedblocks()
 
 
+class AnonMemory:
+    """This process's resident anonymous memory (``/proc/self/statm``: resident − shared
+    pages), about a microsecond per read on an open descriptor. The net, byte-valued signal of
+    growth: the extension's leak analysis judges its series, and suspect mode follows it."""
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._page = 4096
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self._page = os.sysconf("SC_PAGE_SIZE")
+            self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+
+    def read(self) -> int | None:
+        if self._fd < 0:
+            return None
+        try:
+            fields = os.pread(self._fd, 128, 0).split()
+            return (int(fields[1]) - int(fields[2])) * self._page
+        except (OSError, IndexError, ValueError):
+            return None
+
+
 def install_gc_callback() -> None:
     if _gc_callback not in gc.callbacks:
         gc.callbacks.append(_gc_callback)

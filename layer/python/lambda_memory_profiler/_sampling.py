@@ -1,0 +1,182 @@
+"""Which invocations are traced, and how often the heap's block count is taken.
+
+Tracing slows an invocation several times, so only a sample is traced: the cold start, a
+random share (``sample_rate``), and more often while the process's memory keeps rising
+(suspect mode). Every reason but the cold start and ``sample_rate=1`` obeys the tracing budget:
+each invocation earns ``trace_budget_us`` (or 2% of an untraced invocation, if more) of credit,
+saved up to ``MAX_CREDIT_S``, and a trace is taken only when the credit covers its expected
+cost, which it then spends. On average tracing costs at most the budget per invocation; a
+function that ran long without tracing can still afford a trace as soon as growth shows.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import sys
+import time
+
+from ._config import Options
+
+# While growth is suspected, trace at most one invocation in this many.
+SUSPECT_INTERVAL = 10
+# Growth of resident anonymous memory, bytes per invocation over the suspect window, that
+# makes growth suspected: the extension's leak floor. The runtime client's own drift (a few
+# hundred bytes per invocation) stays below it, so it does not keep suspect mode on.
+SUSPECT_MIN_GROWTH = 1024
+# Without that figure, the live-block count must rise faster than the runtime's drift of about
+# one block per invocation, and a new function's first calls (caches warming up, a few a call).
+SUSPECT_MIN_BLOCKS = 8
+# Suspect traces per episode of growth: enough to name the growing sites (the extension ranks
+# them across traced invocations). Each trace disturbs the C heap (tracemalloc's tables sit
+# between the handler's blocks), so a cache that takes long to fill is not traced throughout.
+# An episode ends when growth stops being suspected.
+SUSPECT_TRACES_PER_EPISODE = 3
+# Largest tracing credit saved up (seconds).
+MAX_CREDIT_S = 0.25
+# Average cost allowed for the heap block count per invocation, and the longest gap between
+# two counts (a large heap makes the count slow).
+HEAP_BLOCKS_BUDGET_S = 4e-6
+MAX_HEAP_BLOCKS_EVERY = 16
+
+_perf = time.perf_counter
+_blocks = sys.getallocatedblocks
+
+
+class Sampler:
+    """Sampling state of one decorated function."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.calls = 0
+        self.last_traced = -SUSPECT_INTERVAL
+        self.credit_s = 0.0
+        self.episode_traces = 0
+        # Recent resident anonymous memory and block counts, oldest first (the suspect window).
+        self.anon: collections.deque[int] = collections.deque(maxlen=opts.suspect_window + 1)
+        self.block_counts: collections.deque[int] = collections.deque(
+            maxlen=opts.suspect_window + 1
+        )
+        # A private generator: the user's random.seed() must not steer sampling, nor the reverse.
+        self.rng = random.Random()
+        # Moving averages (seconds) of an untraced invocation and of what tracing adds to one:
+        # they turn the tracing budget into an effective sampling rate.
+        self.plain_s: float | None = None
+        self.extra_s: float | None = None
+        self.blocks_every = 1
+        self.skipped_blocks = 0
+
+    def choose_trace(self, cold: bool) -> str | None:
+        """Counts the invocation; returns why it is traced (the ``trace.reason``), or None."""
+        self.calls += 1
+        opts = self.opts
+        rate = opts.sample_rate
+        if not opts.trace or rate <= 0.0:
+            return None  # the cheap path only, the cold start included
+        credit = self.credit_s + self.budget_s()
+        self.credit_s = credit if credit < MAX_CREDIT_S else MAX_CREDIT_S
+        if cold:
+            reason = "cold"
+        elif rate >= 1.0:
+            reason = "always"
+        elif self.rng.random() < rate and self.affordable():
+            reason = "rate"
+        elif opts.suspect_window and self.suspect_due():
+            reason = "suspect"
+            self.episode_traces += 1
+        else:
+            return None
+        self.last_traced = self.calls
+        return reason
+
+    def suspect_due(self) -> bool:
+        """Growth is suspected and this episode may still be traced, at the interval and
+        within the budget."""
+        if not self.suspected():
+            self.episode_traces = 0
+            return False
+        return (
+            self.episode_traces < SUSPECT_TRACES_PER_EPISODE
+            and self.calls - self.last_traced >= SUSPECT_INTERVAL
+            and self.affordable()
+        )
+
+    def budget_s(self) -> float:
+        """Tracing time earned per invocation: ``trace_budget_us``, or 2% of an untraced
+        invocation when that is more. Infinite when the budget is 0 (no limit)."""
+        if not self.opts.trace_budget_us:
+            return float("inf")
+        budget = self.opts.trace_budget_us * 1e-6
+        plain = self.plain_s
+        if plain is not None and 0.02 * plain > budget:
+            budget = 0.02 * plain
+        return budget
+
+    def affordable(self) -> bool:
+        """The saved-up credit covers the expected cost of one more trace. The first trace's
+        cost is unknown until it is measured: it is taken on credit (what it costs is then
+        repaid before the next one)."""
+        expected = self.extra_s
+        return self.credit_s >= (expected if expected is not None else 0.0)
+
+    def effective_rate(self) -> float:
+        """The long-run sampling rate the budget allows: the sample rate, or the budget over a
+        trace's extra cost when that is lower."""
+        rate = self.opts.sample_rate
+        extra = self.extra_s
+        budget = self.budget_s()
+        if not extra or budget == float("inf"):
+            return rate
+        return min(rate, budget / extra)
+
+    def suspected(self) -> bool:
+        """Memory rose steadily over the suspect window: resident anonymous memory by at least
+        SUSPECT_MIN_GROWTH per invocation, in more than one step (one jump is a first call's
+        caches, not a trend); or, without that figure, the median step of the live-block count
+        above the runtime's own drift."""
+        w = self.opts.suspect_window
+        anon = self.anon
+        if len(anon) > w:
+            rises = sum(1 for a, b in zip(anon, list(anon)[1:]) if b > a)
+            return anon[-1] - anon[0] >= w * SUSPECT_MIN_GROWTH and rises >= 2
+        counts = list(self.block_counts)
+        if len(counts) <= w:
+            return False
+        steps = sorted(b - a for a, b in zip(counts, counts[1:]))
+        return steps[len(steps) // 2] >= SUSPECT_MIN_BLOCKS
+
+    def learn(self, traced: bool, cold: bool, cost_s: float) -> None:
+        """Updates the cost averages with one invocation (handler plus tracing, if traced)."""
+        if cold:
+            return  # imports and first-time caches: not representative
+        if not traced:
+            p = self.plain_s
+            self.plain_s = cost_s if p is None else p + 0.1 * (cost_s - p)
+        elif self.plain_s is not None:
+            extra = max(cost_s - self.plain_s, 0.0)
+            self.credit_s -= extra  # spent: may go below 0, a debt later invocations repay
+            e = self.extra_s
+            self.extra_s = extra if e is None else e + 0.3 * (extra - e)
+
+    def heap_blocks(self) -> int | None:
+        """``sys.getallocatedblocks()``, on every invocation while it is cheap. It walks the
+        allocator's pools, so its cost grows with the heap: past HEAP_BLOCKS_BUDGET_S it is
+        taken every few invocations only (at most MAX_HEAP_BLOCKS_EVERY), ``None`` between."""
+        self.skipped_blocks += 1
+        if self.skipped_blocks < self.blocks_every:
+            return None
+        self.skipped_blocks = 0
+        t0 = _perf()
+        n = _blocks()
+        cost = _perf() - t0
+        every = int(cost / HEAP_BLOCKS_BUDGET_S) + 1
+        self.blocks_every = every if every < MAX_HEAP_BLOCKS_EVERY else MAX_HEAP_BLOCKS_EVERY
+        return n
+
+    def observe(self, anon: int | None, blocks: int | None) -> None:
+        """Follows resident anonymous memory and the live-block count at each invocation's
+        end: memory that keeps rising makes tracing likelier (suspect mode)."""
+        if anon is not None:
+            self.anon.append(anon)
+        if blocks is not None:  # a thinned-out count: the window then spans more invocations
+            self.block_counts.append(blocks)
