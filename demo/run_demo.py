@@ -33,7 +33,6 @@ METRICS = [
     ("MemoryUtilization", "Maximum"),
     ("MaxMemoryUsed", "Maximum"),
     ("PythonHeapPeak", "Maximum"),
-    ("PythonHeapGrowth", "Average"),
     ("HeapGrowthPerInvoke", "Average"),
     ("RuntimeRss", "Maximum"),
     ("LeakSuspected", "Maximum"),
@@ -218,7 +217,6 @@ def main() -> None:
             "AWS_EC2_METADATA_DISABLED": "true",
             "LMP_NAMESPACE": NAMESPACE,
             "LMP_INTAKE_PORT": str(free_port()),
-            "LMP_TRACE_FRAMES": "8",
         }
         start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
         docs = [
@@ -261,7 +259,7 @@ def main() -> None:
             print(f"   Python heap peak (max)      {fmt_bytes(m['PythonHeapPeak'])}")
             print(
                 f"   heap growth per invocation  {fmt_bytes(m['HeapGrowthPerInvoke'])}"
-                f"   (traced invocations' net growth, mean: {fmt_bytes(m['PythonHeapGrowth'])})"
+                "   (resident anonymous memory, mean of the judged invocations)"
             )
             print(f"   runtime RSS (max)           {fmt_bytes(m['RuntimeRss'])}")
             verdict = "LEAK SUSPECTED" if (m["LeakSuspected"] or 0) >= 1 else "no leak"

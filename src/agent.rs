@@ -345,7 +345,7 @@ impl Agent {
             for line in &findings.log_lines {
                 sinks::print_line(line);
             }
-            datums.extend(findings.datums);
+            datums.extend(metrics::findings_datums(&findings));
         }
         if self.sink_tx.try_send(Command::Data(datums)).is_err() {
             Counters::add(&self.counters.datums_dropped, profiles.len() as u64);

@@ -62,8 +62,8 @@ pub struct Config {
     pub log_level: tracing::Level,
     /// Leak rule: `LMP_LEAK_WINDOW` (warm invocations judged, default 40), `LMP_LEAK_WARMUP`
     /// (invocations ignored after a cold start, default 3), `LMP_LEAK_MIN_POINTS` (default 8),
-    /// `LMP_LEAK_MIN_HEAP_BYTES` (heap growth per invocation that counts, default 512),
-    /// `LMP_LEAK_MIN_RSS_BYTES` (RSS growth per invocation that counts, default 16384),
+    /// `LMP_LEAK_MIN_HEAP_BYTES` (growth of the runtime's resident anonymous memory per
+    /// invocation that counts, default 1024),
     /// `LMP_LEAK_MAX_P` (largest Mann–Kendall p-value taken as a trend, default 0.01),
     /// `LMP_LEAK_CONFIRM` (consecutive invocations the rule must hold, default 5).
     pub leak: crate::analysis::leak::LeakConfig,
@@ -224,11 +224,7 @@ impl Config {
             Ok(())
         });
         apply("LMP_LEAK_MIN_HEAP_BYTES", &mut |v| {
-            c.leak.min_heap_growth_bytes = parse_float(v, 0.0, 1e12)?;
-            Ok(())
-        });
-        apply("LMP_LEAK_MIN_RSS_BYTES", &mut |v| {
-            c.leak.min_rss_growth_bytes = parse_float(v, 0.0, 1e12)?;
+            c.leak.min_growth_bytes = parse_float(v, 0.0, 1e12)?;
             Ok(())
         });
         apply("LMP_LEAK_MAX_P", &mut |v| {
@@ -348,7 +344,7 @@ mod tests {
         ]);
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.leak.window, 60);
-        assert_eq!(c.leak.min_heap_growth_bytes, 2048.0);
+        assert_eq!(c.leak.min_growth_bytes, 2048.0);
         assert_eq!(c.rightsize.headroom, 0.5);
         assert_eq!(c.rightsize.price_per_gb_second, 0.000_013_333_4);
     }

@@ -338,6 +338,7 @@ mod tests {
                 ..Default::default()
             }),
             proc_mem: Some(ProcMemory {
+                anon: None,
                 rss: Some(1 << 20),
                 hwm: Some(2 << 20),
             }),

@@ -5,6 +5,7 @@
 //! optionally version): request ids and allocation sites never become dimensions — the sites go to
 //! one structured JSON log line per traced invocation ([`top_sites_line`]).
 
+use crate::analysis::environment::Findings;
 use crate::config::DimensionSet;
 use crate::invocation::InvocationProfile;
 use serde::Serialize;
@@ -64,7 +65,7 @@ metric_table! {
     MemoryUtilization, Percent, "platform.report", "MaxMemoryUsed / MemorySize";
     PythonHeapPeak, Bytes, "decorator (traced)", "peak of memory allocated during the invocation";
     PythonHeapRetained, Bytes, "decorator (traced)", "memory allocated during the invocation and still held at its end";
-    PythonHeapGrowth, Bytes, "decorator (traced)", "estimated net growth of the Python heap over the invocation";
+    PythonHeapGrowth, Bytes, "decorator (traced)", "net growth of the Python heap over the invocation (only from a tracemalloc session spanning invocations)";
     RuntimeRss, Bytes, "/proc/<pid> (extension)", "runtime process RSS after the invocation";
     RuntimeRssPeak, Bytes, "decorator / /proc", "runtime process peak RSS during the invocation";
     GcCollections, Count, "decorator", "garbage collections during the invocation";
@@ -74,9 +75,10 @@ metric_table! {
     BilledDuration, Milliseconds, "platform.report", "billed duration";
     InitDuration, Milliseconds, "platform.report", "init duration (cold starts only)";
     ColdStart, Count, "decorator / telemetry", "1 on the first invocation of an environment";
-    OutOfMemory, Count, "telemetry / decorator", "1 when the invocation ran out of memory";
-    HeapGrowthPerInvoke, Bytes, "analysis", "robust slope of retained heap across warm invocations";
-    LeakSuspected, Count, "analysis", "1 when the growth is judged a leak";
+    OutOfMemory, Count, "analysis", "1 for the invocation that ran out of memory (counted once)";
+    HeapGrowthPerInvoke, Bytes, "analysis", "slope of the runtime's resident anonymous memory per warm invocation (full window)";
+    LeakSuspected, Count, "analysis", "1 while a leak verdict stands, 0 once judged clean (full window)";
+    InvocationsToOutOfMemory, Count, "analysis", "while a leak stands: invocations until the memory size at the current slope";
     RecommendedMemorySize, Megabytes, "analysis", "smallest memory size with headroom";
     ExtensionRss, Bytes, "extension", "the extension's own RSS";
     RecordsDropped, Count, "extension", "records dropped (malformed, oversized, buffer full)";
@@ -121,18 +123,31 @@ impl Dimensions {
     }
 }
 
-/// The values one profile yields. Absent figures yield no datum (never a zero).
-pub fn profile_datums(p: &InvocationProfile) -> Vec<Datum> {
-    let mut out = Vec::with_capacity(20);
-    let mut push = |metric: Metric, value: Option<f64>| {
-        if let Some(v) = value.filter(|v| v.is_finite()) {
-            out.push(Datum {
+/// Datums of one instant; absent and non-finite figures yield none (never a zero).
+struct DatumsAt {
+    out: Vec<Datum>,
+    timestamp_ms: u64,
+}
+
+impl DatumsAt {
+    fn push(&mut self, metric: Metric, value: Option<f64>) {
+        if let Some(value) = value.filter(|v| v.is_finite()) {
+            self.out.push(Datum {
                 metric,
-                value: v,
-                timestamp_ms: p.timestamp_ms,
+                value,
+                timestamp_ms: self.timestamp_ms,
             });
         }
+    }
+}
+
+/// The values one profile yields. Absent figures yield no datum (never a zero).
+pub fn profile_datums(p: &InvocationProfile) -> Vec<Datum> {
+    let mut datums = DatumsAt {
+        out: Vec::with_capacity(20),
+        timestamp_ms: p.timestamp_ms,
     };
+    let mut push = |metric: Metric, value: Option<f64>| datums.push(metric, value);
     let r = p.report.as_ref();
     let d = p.decorator.as_deref();
     let trace = d.and_then(|d| d.trace.as_ref());
@@ -180,19 +195,39 @@ pub fn profile_datums(p: &InvocationProfile) -> Vec<Datum> {
         .or_else(|| r.map(|r| r.init_duration_ms.is_some()))
         .unwrap_or(p.first_in_environment);
     push(Metric::ColdStart, Some(if cold { 1.0 } else { 0.0 }));
-    push(Metric::OutOfMemory, out_of_memory(p).map(f64::from));
-    out
+    datums.out
 }
 
-/// 1 when the invocation ran out of memory, 0 when it did not, `None` when nothing tells.
-/// The rules are [`crate::analysis::oom`]'s.
-pub fn out_of_memory(p: &InvocationProfile) -> Option<u8> {
-    if p.report.is_none() && p.runtime_done.is_none() && p.decorator.is_none() {
-        return None;
+/// The values the analysis of one profile yields (out of memory, leak, right-size).
+pub fn findings_datums(f: &Findings) -> Vec<Datum> {
+    let mut datums = DatumsAt {
+        out: Vec::with_capacity(5),
+        timestamp_ms: f.timestamp_ms,
+    };
+    let mut push = |metric: Metric, value: Option<f64>| datums.push(metric, value);
+    push(
+        Metric::OutOfMemory,
+        f.out_of_memory.map(|o| f64::from(u8::from(o))),
+    );
+    if let Some(leak) = &f.leak {
+        push(
+            Metric::LeakSuspected,
+            Some(f64::from(u8::from(leak.suspected))),
+        );
+        push(
+            Metric::HeapGrowthPerInvoke,
+            Some(leak.growth_bytes_per_invoke),
+        );
+        push(
+            Metric::InvocationsToOutOfMemory,
+            leak.invocations_to_out_of_memory,
+        );
     }
-    Some(u8::from(
-        crate::analysis::environment::oom_cause(p).is_some(),
-    ))
+    push(
+        Metric::RecommendedMemorySize,
+        f.recommended_memory_mb.map(f64::from),
+    );
+    datums.out
 }
 
 /// The extension's self-metrics at a flush.
@@ -291,6 +326,7 @@ mod tests {
                         line: 42,
                         size: 3000,
                         count: 1,
+                        via: None,
                     }],
                     ..Default::default()
                 }),
@@ -299,6 +335,7 @@ mod tests {
             runtime_proc: Some(ProcMemory {
                 rss: Some(60_000_000),
                 hwm: Some(80_000_000),
+                anon: Some(50_000_000),
             }),
             ..Default::default()
         }
@@ -347,8 +384,7 @@ mod tests {
         assert_eq!(value(&d, Metric::BilledDuration), Some(13.0));
         assert_eq!(value(&d, Metric::InitDuration), Some(400.0));
         assert_eq!(value(&d, Metric::ColdStart), Some(1.0));
-        assert_eq!(value(&d, Metric::OutOfMemory), Some(0.0));
-        assert_eq!(d.len(), 16);
+        assert_eq!(d.len(), 15, "OutOfMemory comes from the analysis");
         assert!(d.iter().all(|x| x.timestamp_ms == 1_764_000_000_000));
     }
 
@@ -388,6 +424,7 @@ mod tests {
             runtime_proc: Some(ProcMemory {
                 rss: Some(1),
                 hwm: Some(2),
+                anon: None,
             }),
             runtime_done: Some(RuntimeDone::default()),
             ..Default::default()
@@ -398,41 +435,35 @@ mod tests {
     }
 
     #[test]
-    fn out_of_memory_detection() {
-        let mut p = full_profile();
-        assert_eq!(out_of_memory(&p), Some(0));
-        if let Some(r) = p.report.as_mut() {
-            r.status = Some("error".into());
-            r.error_type = Some("Runtime.OutOfMemory".into());
-        }
-        assert_eq!(out_of_memory(&p), Some(1));
-        // Timeout at the memory cap.
-        if let Some(r) = p.report.as_mut() {
-            r.status = Some("timeout".into());
-            r.error_type = None;
-            r.max_memory_used_mb = Some(128.0);
-        }
-        assert_eq!(out_of_memory(&p), Some(1));
-        // Reaching the cap counts even on success (the platform caps the figure at the size).
-        if let Some(r) = p.report.as_mut() {
-            r.status = Some("success".into());
-        }
-        assert_eq!(out_of_memory(&p), Some(1));
-        // Near the cap: an error counts, a success does not.
-        if let Some(r) = p.report.as_mut() {
-            r.max_memory_used_mb = Some(123.0);
-        }
-        assert_eq!(out_of_memory(&p), Some(0));
-        if let Some(r) = p.report.as_mut() {
-            r.status = Some("error".into());
-        }
-        assert_eq!(out_of_memory(&p), Some(1));
-        p.report = None;
-        if let Some(d) = p.decorator.as_mut() {
-            d.error_type = Some("MemoryError".into());
-        }
-        assert_eq!(out_of_memory(&p), Some(1));
-        assert_eq!(out_of_memory(&InvocationProfile::default()), None);
+    fn findings_become_analysis_datums() {
+        use crate::analysis::environment::LeakFigures;
+        let f = Findings {
+            timestamp_ms: 7,
+            out_of_memory: Some(false),
+            leak: Some(LeakFigures {
+                suspected: true,
+                growth_bytes_per_invoke: 12_288.0,
+                invocations_to_out_of_memory: Some(900.0),
+            }),
+            recommended_memory_mb: Some(256),
+            log_lines: Vec::new(),
+        };
+        let d = findings_datums(&f);
+        assert_eq!(value(&d, Metric::OutOfMemory), Some(0.0));
+        assert_eq!(value(&d, Metric::LeakSuspected), Some(1.0));
+        assert_eq!(value(&d, Metric::HeapGrowthPerInvoke), Some(12_288.0));
+        assert_eq!(value(&d, Metric::InvocationsToOutOfMemory), Some(900.0));
+        assert_eq!(value(&d, Metric::RecommendedMemorySize), Some(256.0));
+        assert!(d.iter().all(|x| x.timestamp_ms == 7));
+        // Before a window is judged, nothing about leaks is published (never a zero).
+        let early = findings_datums(&Findings {
+            out_of_memory: Some(true),
+            ..Findings::default()
+        });
+        assert_eq!(value(&early, Metric::OutOfMemory), Some(1.0));
+        assert_eq!(value(&early, Metric::LeakSuspected), None);
+        assert_eq!(value(&early, Metric::HeapGrowthPerInvoke), None);
+        assert!(findings_datums(&Findings::default()).is_empty());
     }
 
     #[test]

@@ -41,8 +41,6 @@ async fn run_example(example: &str, variant: &str, invocations: usize) -> Option
         env: vec![
             ("LMP_SINK".into(), "emf".into()),
             ("LMP_INTAKE_PORT".into(), port.to_string()),
-            // Name the example's own line rather than the library line that allocated.
-            ("LMP_TRACE_FRAMES".into(), "8".into()),
         ],
         ..EmulatorConfig::default()
     };

@@ -1,6 +1,8 @@
-//! An invocation killed at the memory limit (the emulator enforces it like Lambda) is published
-//! with `OutOfMemory` = 1, although the decorator never got to send its record: the report
-//! arrives at the SHUTDOWN that resets the environment and the profile is flushed then.
+//! Out of memory, counted once, end to end: an invocation killed at the memory limit is published
+//! with `OutOfMemory` = 1 although the decorator never got to send its record (the report arrives
+//! at the SHUTDOWN that resets the environment); touching the limit once, a `MemoryError` and a
+//! timeout at the limit count 1 each; a business error at 96% and the healthy invocations after
+//! the mark reached the size count 0.
 
 mod common;
 
@@ -83,4 +85,181 @@ async fn an_oom_kill_is_published_as_out_of_memory() {
     );
     let _ = em.shutdown(ShutdownReason::Spindown).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A handler that brings the environment's memory (runtime + extensions, as the emulator sums
+/// it) to a share of the limit on request, then behaves as told.
+const AT_THE_LIMIT: &str = r#"
+import os, time
+from lambda_memory_profiler import memory_profile
+
+API = b"AWS_LAMBDA_RUNTIME_API=" + os.environ["AWS_LAMBDA_RUNTIME_API"].encode() + b"\0"
+LIMIT = int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) * 1024 * 1024
+
+def environment_rss():
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if API not in f.read():
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) * 1024
+        except (OSError, StopIteration):
+            pass
+    return total
+
+def fill_to(target):
+    held = []
+    while True:
+        missing = target - environment_rss()
+        if missing <= 64 * 1024:
+            return held
+        held.append(b"\x01" * min(missing, 4 * 1024 * 1024))
+
+@memory_profile
+def handler(event, context):
+    if "fill" in event:
+        held = fill_to(LIMIT - event["fill"])
+        time.sleep(event.get("hold_s", 0.1))
+        if event.get("raise"):
+            raise ValueError("business error")
+        del held
+    if event.get("memory_error"):
+        bytearray(1 << 50)
+    return {"ok": True}
+"#;
+
+/// Runs `events` in one environment; returns each outcome and every `OutOfMemory` value.
+async fn oom_values(
+    tag: &str,
+    events: &[serde_json::Value],
+    timeout: Duration,
+) -> Option<(Vec<lambda_emulator::InvokeOutcome>, Vec<f64>, Vec<String>)> {
+    let py = common::python()?;
+    let dir = common::temp_dir(tag);
+    let mut cfg = common::config(
+        py,
+        &dir,
+        AT_THE_LIMIT,
+        &[
+            ("LMP_SINK", "emf".into()),
+            ("LMP_INTAKE_PORT", common::free_port().to_string()),
+        ],
+    );
+    cfg.memory_mb = 128;
+    cfg.timeout = timeout;
+    let em = Emulator::start(cfg).await.expect("emulator starts");
+    let mut outcomes = Vec::new();
+    for event in events {
+        outcomes.push(em.invoke(event.clone()).await.expect("invoke"));
+    }
+    let (shut, _) = common::shut_down(em).await;
+    let lines = shut
+        .extension_output
+        .get(common::EXT)
+        .cloned()
+        .unwrap_or_default();
+    let values = common::metric_values(&common::emf_docs(&lines), "OutOfMemory");
+    let _ = std::fs::remove_dir_all(&dir);
+    Some((outcomes, values, lines))
+}
+
+fn ones(values: &[f64]) -> usize {
+    values.iter().filter(|v| **v == 1.0).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touching_the_limit_once_counts_once() {
+    let mut events = vec![serde_json::json!({}); 3];
+    // The environment's memory to within 512 KiB of the limit: the platform's mark (whole MB,
+    // rounded up) reaches the size, and nothing is killed.
+    events.push(serde_json::json!({"fill": 512 * 1024, "hold_s": 0.2}));
+    events.extend(vec![serde_json::json!({}); 8]);
+    let Some((outcomes, values, lines)) =
+        oom_values("oom-touch", &events, Duration::from_secs(10)).await
+    else {
+        return;
+    };
+    let touch = &outcomes[3];
+    assert_eq!(touch.status, InvokeStatus::Success, "{touch:?}");
+    assert_eq!(
+        touch.report["metrics"]["maxMemoryUsedMB"], 128,
+        "{:?}",
+        touch.report
+    );
+    // Healthy invocations after it keep the mark at the size.
+    assert_eq!(outcomes[11].report["metrics"]["maxMemoryUsedMB"], 128);
+    assert_eq!(values.len(), events.len(), "{}", lines.join("\n"));
+    assert_eq!(ones(&values), 1, "{values:?}");
+    assert_eq!(values[3], 1.0, "the invocation that touched it: {values:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_error_at_96_percent_is_not_out_of_memory() {
+    let mut events = vec![serde_json::json!({}); 2];
+    events.push(serde_json::json!({"fill": 128 * 1024 * 1024 / 25, "raise": true}));
+    events.extend(vec![serde_json::json!({}); 3]);
+    let Some((outcomes, values, lines)) =
+        oom_values("oom-business", &events, Duration::from_secs(10)).await
+    else {
+        return;
+    };
+    assert_eq!(outcomes[2].status, InvokeStatus::Error, "{:?}", outcomes[2]);
+    let mark = outcomes[2].report["metrics"]["maxMemoryUsedMB"]
+        .as_f64()
+        .unwrap();
+    assert!((120.0..=124.0).contains(&mark), "mark {mark}");
+    assert_eq!(values.len(), events.len(), "{}", lines.join("\n"));
+    assert_eq!(ones(&values), 0, "{values:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_error_counts_once() {
+    let events = [
+        serde_json::json!({}),
+        serde_json::json!({"memory_error": true}),
+        serde_json::json!({}),
+    ];
+    let Some((outcomes, values, _)) =
+        oom_values("oom-memoryerror", &events, Duration::from_secs(10)).await
+    else {
+        return;
+    };
+    assert_eq!(outcomes[1].status, InvokeStatus::Error);
+    assert_eq!(values, vec![0.0, 1.0, 0.0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_while_at_the_limit_counts_once() {
+    let events = [
+        serde_json::json!({}),
+        serde_json::json!({"fill": 2 * 1024 * 1024, "hold_s": 5.0}),
+        serde_json::json!({}),
+        serde_json::json!({}),
+    ];
+    let Some((outcomes, values, lines)) =
+        oom_values("oom-timeout", &events, Duration::from_secs(2)).await
+    else {
+        return;
+    };
+    assert_eq!(
+        outcomes[1].status,
+        InvokeStatus::Timeout,
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(ones(&values), 1, "{values:?}\n{}", lines.join("\n"));
+    let line = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["lmp"] == "out_of_memory")
+        .expect("logged");
+    assert_eq!(line["cause"], "failed_at_memory_limit", "{line}");
+    assert_eq!(
+        line["invocation"]["request_id"],
+        outcomes[1].request_id.as_str()
+    );
 }

@@ -1,15 +1,16 @@
 //! The running analysis of one execution environment: every completed profile goes through the
 //! leak, out-of-memory and right-size rules, which say what to publish and what to log.
 //!
-//! Still pure: profiles in, metric values and JSON log lines out; time comes from the profiles.
+//! Still pure: profiles in, typed findings and JSON log lines out; time comes from the profiles.
+//! [`crate::metrics`] turns the findings into metric data.
 
 use serde::Serialize;
 
-use super::leak::{GrowingSite, LeakConfig, LeakDetector, LeakObservation, SiteGrowth, Verdict};
-use super::oom::{self, ReportFacts};
+use super::leak::{LeakConfig, LeakDetector, LeakObservation, LeakReport, Transition, Verdict};
+use super::oom;
 use super::rightsize::{self, RightSizeConfig, Usage};
+use super::sites::{GrowingSite, SiteGrowth, SiteSample};
 use crate::invocation::InvocationProfile;
-use crate::metrics::{Datum, Metric};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Growing sites named in a leak log line.
@@ -22,9 +23,28 @@ const RECOMMENDATION_LOG_EVERY: u64 = 100;
 /// What one profile adds to the environment's picture.
 #[derive(Debug, Default, PartialEq)]
 pub struct Findings {
-    pub datums: Vec<Datum>,
-    /// Structured JSON lines for the function's log (leak suspected, out of memory, right-size).
+    /// Epoch milliseconds of the invocation the findings are about.
+    pub timestamp_ms: u64,
+    /// Whether this invocation ran out of memory; `None` when no source said anything about it.
+    pub out_of_memory: Option<bool>,
+    /// The leak verdict, once a full window has been judged.
+    pub leak: Option<LeakFigures>,
+    /// The smallest memory size with headroom, once a peak and a size are known.
+    pub recommended_memory_mb: Option<u32>,
+    /// Structured JSON lines for the function's log (leak suspected or withdrawn, out of
+    /// memory, right-size).
     pub log_lines: Vec<String>,
+}
+
+/// The leak figures of one judged window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeakFigures {
+    /// A leak verdict stands for this environment.
+    pub suspected: bool,
+    /// Growth of the runtime's resident anonymous memory, bytes per invocation, over the window.
+    pub growth_bytes_per_invoke: f64,
+    /// While a leak stands: invocations until the memory size is reached at the current slope.
+    pub invocations_to_out_of_memory: Option<f64>,
 }
 
 /// A profile's figures kept for the out-of-memory log line ("the last profile before it").
@@ -35,6 +55,7 @@ struct ProfileSummary {
     max_memory_used_mb: Option<f64>,
     memory_size_mb: Option<f64>,
     runtime_rss_bytes: Option<u64>,
+    runtime_anon_bytes: Option<u64>,
     rss_peak_bytes: Option<u64>,
     heap_blocks: Option<u64>,
     python_heap_peak_bytes: Option<u64>,
@@ -43,19 +64,22 @@ struct ProfileSummary {
 
 impl ProfileSummary {
     fn of(p: &InvocationProfile) -> Self {
-        let r = p.report.as_ref();
-        let d = p.decorator.as_deref();
-        let t = d.and_then(|d| d.trace.as_ref());
+        let report = p.report.as_ref();
+        let record = p.decorator.as_deref();
+        let trace = record.and_then(|d| d.trace.as_ref());
         ProfileSummary {
             request_id: p.request_id.clone(),
-            status: r.and_then(|r| r.status.clone()),
-            max_memory_used_mb: r.and_then(|r| r.max_memory_used_mb),
-            memory_size_mb: r.and_then(|r| r.memory_size_mb),
+            status: report.and_then(|r| r.status.clone()),
+            max_memory_used_mb: report.and_then(|r| r.max_memory_used_mb),
+            memory_size_mb: report.and_then(|r| r.memory_size_mb),
             runtime_rss_bytes: p.runtime_proc.and_then(|m| m.rss),
-            rss_peak_bytes: d.and_then(|d| d.rss_peak_bytes),
-            heap_blocks: d.and_then(|d| d.heap_blocks),
-            python_heap_peak_bytes: t.and_then(|t| t.peak_bytes),
-            python_heap_retained_bytes: t.and_then(|t| t.retained_bytes),
+            runtime_anon_bytes: record
+                .and_then(|d| d.anon_bytes)
+                .or_else(|| p.runtime_proc.and_then(|m| m.anon)),
+            rss_peak_bytes: record.and_then(|d| d.rss_peak_bytes),
+            heap_blocks: record.and_then(|d| d.heap_blocks),
+            python_heap_peak_bytes: trace.and_then(|t| t.peak_bytes),
+            python_heap_retained_bytes: trace.and_then(|t| t.retained_bytes),
         }
     }
 }
@@ -66,12 +90,27 @@ struct LeakLine<'a> {
     function_name: &'a str,
     request_id: &'a str,
     invocations: u64,
-    heap_growth_bytes_per_invoke: Option<f64>,
-    heap_slope: f64,
-    heap_p_value: f64,
-    rss_growth_bytes_per_invoke: f64,
-    rss_p_value: f64,
+    /// The invocation at which the standing verdict was raised.
+    since_invocation: u64,
+    /// What the growth is measured on.
+    signal: &'static str,
+    heap_growth_bytes_per_invoke: f64,
+    p_value: f64,
+    /// Python allocator blocks kept per invocation: a count, beside the bytes as a hint.
+    heap_blocks_per_invoke: Option<f64>,
+    invocations_to_out_of_memory: Option<f64>,
+    hours_to_out_of_memory: Option<f64>,
     growing_sites: Vec<GrowingSite>,
+}
+
+#[derive(Serialize)]
+struct WithdrawnLine<'a> {
+    lmp: &'static str,
+    function_name: &'a str,
+    request_id: &'a str,
+    invocations: u64,
+    raised_at_invocation: u64,
+    heap_growth_bytes_per_invoke: f64,
 }
 
 #[derive(Serialize)]
@@ -115,8 +154,14 @@ pub struct EnvironmentAnalysis {
     platform_peak_mb: Option<f64>,
     rss_peak_mb: Option<f64>,
     memory_size_mb: Option<u32>,
+    /// The platform's high-water mark after the last invocation that reported one.
+    last_mark_mb: Option<f64>,
     previous: Option<ProfileSummary>,
+    /// The invocation at which the standing leak verdict was raised.
+    leak_raised_at: Option<u64>,
     leak_logged_at: Option<u64>,
+    /// The last leak line named no site (no traced invocation yet): log again once one does.
+    leak_logged_without_sites: bool,
     recommendation_logged: Option<(u32, u64)>,
 }
 
@@ -140,156 +185,253 @@ impl EnvironmentAnalysis {
             platform_peak_mb: None,
             rss_peak_mb: None,
             memory_size_mb: None,
+            last_mark_mb: None,
             previous: None,
+            leak_raised_at: None,
             leak_logged_at: None,
+            leak_logged_without_sites: false,
             recommendation_logged: None,
         }
     }
 
-    /// Feeds one completed profile; returns the analysis metrics and log lines it produces.
+    /// Feeds one completed profile; returns what it adds (figures to publish and log lines).
     pub fn observe(&mut self, p: &InvocationProfile, function_name: &str) -> Findings {
-        let mut findings = Findings::default();
-        let d = p.decorator.as_deref();
-        let r = p.report.as_ref();
+        let mut findings = Findings {
+            timestamp_ms: p.timestamp_ms,
+            ..Findings::default()
+        };
+        let record = p.decorator.as_deref();
+        let report = p.report.as_ref();
 
-        // A new runtime process (after a crash or OOM kill) starts a new heap history.
-        if let Some(pid) = d.and_then(|d| d.pid) {
+        // A new runtime process (after a crash or OOM kill) starts a new memory history.
+        if let Some(pid) = record.and_then(|d| d.pid) {
             if self.runtime_pid.is_some_and(|old| old != pid) {
                 self.leak.reset();
                 self.sites = SiteGrowth::default();
+                self.leak_raised_at = None;
                 self.leak_logged_at = None;
+                self.leak_logged_without_sites = false;
             }
             self.runtime_pid = Some(pid);
         }
         self.invocations += 1;
         self.first_ms.get_or_insert(p.timestamp_ms);
         self.last_ms = self.last_ms.max(p.timestamp_ms);
-        let summary = ProfileSummary::of(p);
-        let push = |findings: &mut Findings, metric: Metric, value: f64| {
-            if value.is_finite() {
-                findings.datums.push(Datum {
-                    metric,
-                    value,
-                    timestamp_ms: p.timestamp_ms,
-                });
-            }
-        };
-
-        // Out of memory: logged with the profile before it, which shows what led there.
-        if let Some(cause) = oom_cause(p) {
-            let facts = report_facts(p);
-            let line = OomLine {
-                lmp: "out_of_memory",
-                function_name,
-                request_id: &p.request_id,
-                cause: cause.as_str(),
-                utilization: oom::utilization(&facts),
-                invocation: summary.clone(),
-                previous: self.previous.as_ref(),
-            };
-            if let Ok(text) = serde_json::to_string(&line) {
-                findings.log_lines.push(text);
-            }
+        if let Some(size) = report.and_then(|r| r.memory_size_mb) {
+            self.memory_size_mb = Some(size as u32);
         }
+        let summary = ProfileSummary::of(p);
 
-        // Leak trend.
-        let trace = d.and_then(|d| d.trace.as_ref());
-        let bytes_per_block = trace.and_then(|t| match (t.retained_bytes, t.retained_blocks) {
-            (Some(bytes), Some(blocks)) if blocks > 0 => Some(bytes as f64 / blocks as f64),
-            _ => None,
+        self.out_of_memory(p, function_name, &summary, &mut findings);
+        self.leak_trend(p, function_name, &mut findings);
+        self.right_size(p, function_name, &mut findings);
+        if let Some(mark) = report.and_then(|r| r.max_memory_used_mb) {
+            self.last_mark_mb = Some(mark);
+        }
+        self.previous = Some(summary);
+        findings
+    }
+
+    /// Counted once: the invocation that ran out, never a later one because the mark stays high.
+    fn out_of_memory(
+        &self,
+        p: &InvocationProfile,
+        function_name: &str,
+        summary: &ProfileSummary,
+        findings: &mut Findings,
+    ) {
+        if p.report.is_none() && p.runtime_done.is_none() && p.decorator.is_none() {
+            return;
+        }
+        let facts = oom::facts_of(p, self.last_mark_mb);
+        let cause = oom::detect(&facts, oom::DEFAULT_NEAR_LIMIT);
+        findings.out_of_memory = Some(cause.is_some());
+        let Some(cause) = cause else {
+            return;
+        };
+        // Logged with the profile before it, which shows what led there.
+        let line = OomLine {
+            lmp: "out_of_memory",
+            function_name,
+            request_id: &p.request_id,
+            cause: cause.as_str(),
+            utilization: match cause {
+                oom::OomCause::FailedAtLimit { utilization } => Some(utilization),
+                _ => oom::utilization(&facts),
+            },
+            invocation: summary.clone(),
+            previous: self.previous.as_ref(),
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            findings.log_lines.push(text);
+        }
+    }
+
+    fn leak_trend(&mut self, p: &InvocationProfile, function_name: &str, findings: &mut Findings) {
+        let record = p.decorator.as_deref();
+        // The sender's own reading, at the handler's end, is taken at the same point of every
+        // invocation; the extension's, when the record arrives, as a fallback.
+        let anon = record
+            .and_then(|d| d.anon_bytes)
+            .or_else(|| p.runtime_proc.and_then(|m| m.anon));
+        let transition = self.leak.observe(LeakObservation {
+            anon_bytes: anon.map(|b| b as f64),
+            heap_blocks: record.and_then(|d| d.heap_blocks).map(|b| b as f64),
         });
-        self.leak.observe(LeakObservation {
-            heap_blocks: d.and_then(|d| d.heap_blocks).map(|b| b as f64),
-            bytes_per_block,
-            rss_bytes: p.runtime_proc.and_then(|m| m.rss).map(|b| b as f64),
-        });
-        if let Some(t) = trace.filter(|t| !t.top.is_empty()) {
-            let share = match (t.growth_bytes, t.retained_bytes) {
-                (Some(g), Some(r)) if r > 0 => g as f64 / r as f64,
-                _ => 0.0,
+        // Sites: what this traced invocation held, weighted by what the process really keeps
+        // per invocation now (the window's growth; all of it before a window is judged). Not
+        // this invocation's own change: tracing itself moves the memory of the invocation it
+        // traces (its tables, and the free pages returned after it).
+        if let Some(trace) = record.and_then(|d| d.trace.as_ref()) {
+            let held = trace.retained_bytes.unwrap_or(0);
+            let share = match self.leak.assess().growth_bytes_per_invoke {
+                Some(growth) if held > 0 => growth / held as f64,
+                Some(_) => 0.0,
+                None => 1.0,
             };
-            let keys: Vec<(String, u64)> = t
+            let keys: Vec<(String, Option<&str>, u64)> = trace
                 .top
                 .iter()
-                .map(|s| (format!("{}:{}", s.file, s.line), s.size))
+                .map(|s| (format!("{}:{}", s.file, s.line), s.via.as_deref(), s.size))
                 .collect();
-            self.sites
-                .observe(keys.iter().map(|(k, v)| (k.as_str(), *v)), share);
-        }
-        let report = self.leak.assess();
-        if report.verdict != Verdict::NotEnoughData {
-            push(
-                &mut findings,
-                Metric::LeakSuspected,
-                f64::from(u8::from(report.verdict == Verdict::Leak)),
+            self.sites.observe(
+                keys.iter().map(|(site, via, bytes)| SiteSample {
+                    site,
+                    via: *via,
+                    bytes: *bytes,
+                }),
+                share,
             );
         }
-        if let Some(growth) = report.heap_growth_bytes_per_invoke {
-            push(&mut findings, Metric::HeapGrowthPerInvoke, growth);
-        }
-        if report.verdict == Verdict::Leak {
-            let window = self.leak_window();
-            let due = self
-                .leak_logged_at
-                .is_none_or(|at| self.invocations >= at + window);
-            if due {
-                self.leak_logged_at = Some(self.invocations);
-                let line = LeakLine {
-                    lmp: "leak_suspected",
+
+        let report = self.leak.assess();
+        let Some(growth) = report.growth_bytes_per_invoke else {
+            return;
+        };
+        let suspected = report.verdict == Verdict::Leak;
+        let to_oom = suspected
+            .then(|| self.invocations_to_oom(p, growth))
+            .flatten();
+        findings.leak = Some(LeakFigures {
+            suspected,
+            growth_bytes_per_invoke: growth,
+            invocations_to_out_of_memory: to_oom,
+        });
+        match transition {
+            Transition::Raised => self.leak_raised_at = Some(self.invocations),
+            Transition::Withdrawn => {
+                let line = WithdrawnLine {
+                    lmp: "leak_withdrawn",
                     function_name,
                     request_id: &p.request_id,
                     invocations: self.invocations,
-                    heap_growth_bytes_per_invoke: report.heap_growth_bytes_per_invoke,
-                    heap_slope: report.heap.slope,
-                    heap_p_value: report.heap.p_value,
-                    rss_growth_bytes_per_invoke: report.rss.slope,
-                    rss_p_value: report.rss.p_value,
-                    growing_sites: self.sites.top(LEAK_SITES),
+                    raised_at_invocation: self.leak_raised_at.unwrap_or(0),
+                    heap_growth_bytes_per_invoke: growth,
                 };
                 if let Ok(text) = serde_json::to_string(&line) {
                     findings.log_lines.push(text);
                 }
+                self.leak_raised_at = None;
+                self.leak_logged_at = None;
+                self.leak_logged_without_sites = false;
+            }
+            Transition::Unchanged => {}
+        }
+        if suspected {
+            // Logged when raised, then once per window, so the log keeps the current sites,
+            // and as soon as a traced invocation names sites the last line did not have.
+            let window = self.leak.config().window.max(1) as u64;
+            let sites_now = self.leak_logged_without_sites && !self.sites.top(1).is_empty();
+            let due = sites_now
+                || self
+                    .leak_logged_at
+                    .is_none_or(|at| self.invocations >= at + window);
+            if due {
+                self.leak_logged_at = Some(self.invocations);
+                self.leak_logged_without_sites = self.sites.top(1).is_empty();
+                findings
+                    .log_lines
+                    .extend(self.leak_line(p, function_name, &report, to_oom));
             }
         }
+    }
 
-        // Right-size.
-        if let Some(used) = r.and_then(|r| r.max_memory_used_mb) {
+    fn leak_line(
+        &self,
+        p: &InvocationProfile,
+        function_name: &str,
+        report: &LeakReport,
+        to_oom: Option<f64>,
+    ) -> Option<String> {
+        let line = LeakLine {
+            lmp: "leak_suspected",
+            function_name,
+            request_id: &p.request_id,
+            invocations: self.invocations,
+            since_invocation: self.leak_raised_at.unwrap_or(self.invocations),
+            signal: "runtime resident anonymous memory (RssAnon)",
+            heap_growth_bytes_per_invoke: report.memory.slope,
+            p_value: report.memory.p_value,
+            heap_blocks_per_invoke: self.leak.heap_blocks_per_invoke(),
+            invocations_to_out_of_memory: to_oom,
+            hours_to_out_of_memory: to_oom.and_then(|n| self.hours_for(n)),
+            growing_sites: self.sites.top(LEAK_SITES),
+        };
+        serde_json::to_string(&line).ok()
+    }
+
+    /// Invocations until the memory size is reached at `growth` bytes per invocation, from the
+    /// environment's memory now (the platform's mark, which a leak keeps at the current level;
+    /// the runtime's RSS without telemetry).
+    fn invocations_to_oom(&self, p: &InvocationProfile, growth: f64) -> Option<f64> {
+        if growth <= 0.0 {
+            return None;
+        }
+        let size = f64::from(self.memory_size_mb.or(self.configured_memory_mb)?) * MIB;
+        let used = p
+            .report
+            .as_ref()
+            .and_then(|r| r.max_memory_used_mb)
+            .or(self.last_mark_mb)
+            .map(|mb| mb * MIB)
+            .or_else(|| p.runtime_proc.and_then(|m| m.rss).map(|b| b as f64))?;
+        Some(((size - used) / growth).max(0.0).floor())
+    }
+
+    /// Hours that `invocations` take at this environment's observed rate.
+    fn hours_for(&self, invocations: f64) -> Option<f64> {
+        let elapsed_ms = self.last_ms.saturating_sub(self.first_ms?) as f64;
+        if elapsed_ms <= 0.0 || self.invocations < 2 {
+            return None;
+        }
+        let per_hour = (self.invocations - 1) as f64 / (elapsed_ms / 3_600_000.0);
+        Some(invocations / per_hour)
+    }
+
+    fn right_size(&mut self, p: &InvocationProfile, function_name: &str, findings: &mut Findings) {
+        let record = p.decorator.as_deref();
+        let report = p.report.as_ref();
+        if let Some(used) = report.and_then(|r| r.max_memory_used_mb) {
             self.platform_peak_mb = Some(self.platform_peak_mb.map_or(used, |p| p.max(used)));
         }
-        let rss_peak = d
+        let rss_peak = record
             .and_then(|d| d.rss_peak_bytes)
             .or_else(|| p.runtime_proc.and_then(|m| m.hwm))
             .map(|b| b as f64 / MIB);
         if let Some(mb) = rss_peak {
             self.rss_peak_mb = Some(self.rss_peak_mb.map_or(mb, |p| p.max(mb)));
         }
-        if let Some(size) = r.and_then(|r| r.memory_size_mb) {
-            self.memory_size_mb = Some(size as u32);
-        }
-        if let Some(billed) = r
+        if let Some(billed) = report
             .and_then(|r| r.billed_duration_ms)
-            .or_else(|| d.and_then(|d| d.duration_ms))
+            .or_else(|| record.and_then(|d| d.duration_ms))
         {
             self.billed_ms_total += billed;
             self.billed_count += 1;
         }
-        if let Some(rec) = self.recommendation(function_name) {
-            push(
-                &mut findings,
-                Metric::RecommendedMemorySize,
-                f64::from(rec.0),
-            );
-            if let Some(line) = rec.1 {
-                findings.log_lines.push(line);
-            }
+        if let Some((recommended, line)) = self.recommendation(function_name) {
+            findings.recommended_memory_mb = Some(recommended);
+            findings.log_lines.extend(line);
         }
-        self.previous = Some(summary);
-        findings
-    }
-
-    fn leak_window(&self) -> u64 {
-        // Re-log a standing leak once per window, so the log keeps the current sites.
-        self.leak.config().window.max(1) as u64
     }
 
     /// The recommended size, and a log line when it is new or moved noticeably.
@@ -343,32 +485,6 @@ impl EnvironmentAnalysis {
     }
 }
 
-fn report_facts(p: &InvocationProfile) -> ReportFacts<'_> {
-    let r = p.report.as_ref();
-    let error_type = r.and_then(|r| r.error_type.as_deref()).or_else(|| {
-        p.runtime_done
-            .as_ref()
-            .and_then(|rd| rd.error_type.as_deref())
-    });
-    ReportFacts {
-        status: r
-            .and_then(|r| r.status.as_deref())
-            .or_else(|| p.runtime_done.as_ref().and_then(|rd| rd.status.as_deref())),
-        error_type,
-        max_memory_used_mb: r.and_then(|r| r.max_memory_used_mb),
-        memory_size_mb: r.and_then(|r| r.memory_size_mb),
-    }
-}
-
-/// Why this invocation counts as out of memory, if it does: the platform's report, or the
-/// decorator's `MemoryError` (Python's own allocation failure, which the platform calls an error).
-pub fn oom_cause(p: &InvocationProfile) -> Option<oom::OomCause> {
-    oom::detect(&report_facts(p), oom::DEFAULT_NEAR_LIMIT).or_else(|| {
-        (p.decorator.as_deref().and_then(|d| d.error_type.as_deref()) == Some("MemoryError"))
-            .then_some(oom::OomCause::PythonMemoryError)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,27 +492,33 @@ mod tests {
     use crate::sources::procfs::ProcMemory;
     use crate::sources::telemetry::Report;
 
-    fn profile(i: u64, pid: u32, heap_blocks: u64, traced: bool) -> InvocationProfile {
-        let trace = traced.then(|| Trace {
-            retained_bytes: Some(10_240),
-            retained_blocks: Some(1),
-            growth_bytes: Some(10_240),
+    const KIB: u64 = 1024;
+
+    /// Invocation `i` of a runtime that keeps `kept_per_invoke` bytes of anonymous memory each
+    /// time; every tenth is traced and names its sites.
+    fn profile(i: u64, pid: u32, kept_per_invoke: u64) -> InvocationProfile {
+        let trace = i.is_multiple_of(10).then(|| Trace {
+            retained_bytes: Some(kept_per_invoke + 64),
+            retained_blocks: Some(2),
             top: vec![
                 TopSite {
                     file: "app.py".into(),
                     line: 12,
-                    size: 10_240,
+                    size: kept_per_invoke,
                     count: 1,
+                    via: Some("json/decoder.py:353".into()),
                 },
                 TopSite {
                     file: "lib.py".into(),
                     line: 3,
                     size: 64,
                     count: 1,
+                    via: None,
                 },
             ],
             ..Default::default()
         });
+        let anon = 40_000 * KIB + i * kept_per_invoke;
         InvocationProfile {
             request_id: format!("r{i}"),
             timestamp_ms: 1_764_000_000_000 + i * 1000,
@@ -405,19 +527,20 @@ mod tests {
                 status: Some("success".into()),
                 billed_duration_ms: Some(20.0),
                 memory_size_mb: Some(1024.0),
-                max_memory_used_mb: Some(200.0),
+                max_memory_used_mb: Some(200.0 + (i * kept_per_invoke) as f64 / MIB),
                 ..Default::default()
             }),
             decorator: Some(Box::new(DecoratorRecord {
                 request_id: format!("r{i}"),
                 pid: Some(pid),
-                heap_blocks: Some(heap_blocks),
+                heap_blocks: Some(50_000 + i),
                 trace,
                 ..Default::default()
             })),
             runtime_proc: Some(ProcMemory {
-                rss: Some(80_000_000 + i * 10_240),
+                rss: Some(anon + 20_000 * KIB),
                 hwm: None,
+                anon: Some(anon / 4096 * 4096),
             }),
             ..Default::default()
         }
@@ -431,10 +554,6 @@ mod tests {
         )
     }
 
-    fn value(f: &Findings, m: Metric) -> Option<f64> {
-        f.datums.iter().find(|d| d.metric == m).map(|d| d.value)
-    }
-
     fn lines_of(all: &[String], kind: &str) -> Vec<serde_json::Value> {
         all.iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -443,63 +562,134 @@ mod tests {
     }
 
     #[test]
-    fn a_leak_is_published_and_logged_with_its_site() {
+    fn a_leak_is_published_and_logged_with_its_site_and_time_to_oom() {
         let mut a = analysis();
         let mut lines = Vec::new();
         let mut last = Findings::default();
-        // Warm-up (3), a full window (30), confirmation (5).
-        for i in 0..40 {
-            last = a.observe(&profile(i, 7, 50_000 + i, i % 10 == 0), "fn");
+        // Warm-up (3), a full window (40), confirmation (5).
+        for i in 0..50 {
+            last = a.observe(&profile(i, 7, 10 * KIB), "fn");
             lines.extend(last.log_lines.clone());
         }
-        assert_eq!(value(&last, Metric::LeakSuspected), Some(1.0));
-        let growth = value(&last, Metric::HeapGrowthPerInvoke).unwrap();
-        assert!((growth - 10_240.0).abs() < 1_024.0, "growth {growth}");
+        let leak = last.leak.expect("judged");
+        assert!(leak.suspected);
+        let growth = leak.growth_bytes_per_invoke;
+        assert!((growth - 10_240.0).abs() < 512.0, "growth {growth}");
         let leaks = lines_of(&lines, "leak_suspected");
         assert_eq!(leaks.len(), 1, "logged once per window: {lines:?}");
         assert_eq!(leaks[0]["growing_sites"][0]["site"], "app.py:12");
+        assert_eq!(leaks[0]["growing_sites"][0]["via"], "json/decoder.py:353");
+        assert_eq!(leaks[0]["heap_blocks_per_invoke"], 1.0);
+        // 1024 MB size, ~200.5 MB used, 10 KiB per invocation, one invocation per second.
+        let used = 200.0 * MIB + 49.0 * 10_240.0;
+        let expected = (1024.0 * MIB - used) / growth;
+        let to_oom = leak.invocations_to_out_of_memory.unwrap();
+        assert!((to_oom - expected).abs() <= 1.0, "{to_oom} vs {expected}");
+        let hours = leaks[0]["hours_to_out_of_memory"].as_f64().unwrap();
+        let logged = leaks[0]["invocations_to_out_of_memory"].as_f64().unwrap();
+        assert!((hours - logged / 3600.0).abs() < 0.01, "{hours} h");
     }
 
     #[test]
-    fn a_flat_heap_is_published_as_no_leak() {
+    fn a_leak_line_without_sites_is_followed_by_one_when_sites_are_known() {
         let mut a = analysis();
-        let mut last = Findings::default();
-        for i in 0..40 {
-            let mut p = profile(i, 7, 50_000, i % 10 == 0);
-            p.runtime_proc = Some(ProcMemory {
-                rss: Some(80_000_000),
-                hwm: None,
-            });
-            last = a.observe(&p, "fn");
-            assert!(lines_of(&last.log_lines, "leak_suspected").is_empty());
+        let mut lines = Vec::new();
+        for i in 0..60 {
+            let mut p = profile(i, 7, 10 * KIB);
+            if i != 50 {
+                if let Some(d) = p.decorator.as_mut() {
+                    d.trace = None; // no traced invocation but the 50th
+                }
+            }
+            lines.extend(a.observe(&p, "fn").log_lines);
         }
-        assert_eq!(value(&last, Metric::LeakSuspected), Some(0.0));
+        let leaks = lines_of(&lines, "leak_suspected");
+        assert_eq!(leaks.len(), 2, "{leaks:?}");
+        assert_eq!(leaks[0]["growing_sites"].as_array().map(Vec::len), Some(0));
+        assert_eq!(leaks[1]["invocations"], 51);
+        assert_eq!(leaks[1]["growing_sites"][0]["site"], "app.py:12");
+    }
+
+    #[test]
+    fn a_flat_process_is_published_as_no_leak_once_a_window_is_full() {
+        let mut a = analysis();
+        for i in 0..50 {
+            let f = a.observe(&profile(i, 7, 0), "fn");
+            assert!(lines_of(&f.log_lines, "leak_suspected").is_empty());
+            // Nothing is published before a window is full (warm-up 3 + 30 spanned).
+            if i < 32 {
+                assert_eq!(f.leak, None, "invocation {i}");
+            }
+            if i == 49 {
+                let leak = f.leak.expect("judged");
+                assert!(!leak.suspected);
+                assert_eq!(leak.growth_bytes_per_invoke, 0.0);
+                assert_eq!(leak.invocations_to_out_of_memory, None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_withdrawn_verdict_is_logged_once() {
+        let mut a = analysis();
+        let mut lines = Vec::new();
+        let mut last = Findings::default();
+        for i in 0..200 {
+            // A cache that grows 16 KiB per invocation for 80 invocations, then stays full.
+            let mut p = profile(i, 7, 16 * KIB);
+            if let Some(m) = p.runtime_proc.as_mut() {
+                m.anon = Some((40_000 + 16 * i.min(80)) * KIB);
+            }
+            last = a.observe(&p, "fn");
+            lines.extend(last.log_lines.clone());
+        }
+        assert_eq!(
+            lines_of(&lines, "leak_suspected").len(),
+            2,
+            "raised, relogged once"
+        );
+        let withdrawn = lines_of(&lines, "leak_withdrawn");
+        assert_eq!(withdrawn.len(), 1, "{lines:?}");
+        assert!(withdrawn[0]["invocations"].as_u64().unwrap() < 80 + 40);
+        assert!(!last.leak.unwrap().suspected);
     }
 
     #[test]
     fn a_new_runtime_process_starts_a_new_history() {
         let mut a = analysis();
-        for i in 0..40 {
-            a.observe(&profile(i, 7, 50_000 + i, false), "fn");
+        for i in 0..50 {
+            a.observe(&profile(i, 7, 10 * KIB), "fn");
         }
-        let after_crash = a.observe(&profile(40, 8, 50_000, false), "fn");
-        assert_eq!(
-            value(&after_crash, Metric::LeakSuspected),
-            None,
-            "not enough data again"
-        );
+        let after_crash = a.observe(&profile(50, 8, 10 * KIB), "fn");
+        assert_eq!(after_crash.leak, None, "not enough data again");
+    }
+
+    fn with_report(
+        mut p: InvocationProfile,
+        status: &str,
+        error: Option<&str>,
+        mark: f64,
+    ) -> InvocationProfile {
+        if let Some(r) = p.report.as_mut() {
+            r.status = Some(status.into());
+            r.error_type = error.map(str::to_owned);
+            r.max_memory_used_mb = Some(mark);
+        }
+        p
     }
 
     #[test]
     fn out_of_memory_is_logged_with_the_profile_before_it() {
         let mut a = analysis();
-        a.observe(&profile(0, 7, 50_000, false), "fn");
-        let mut oom = profile(1, 7, 50_000, false);
-        if let Some(r) = oom.report.as_mut() {
-            r.status = Some("error".into());
-            r.error_type = Some("Runtime.OutOfMemory".into());
-        }
+        a.observe(&profile(0, 7, 0), "fn");
+        let oom = with_report(
+            profile(1, 7, 0),
+            "error",
+            Some("Runtime.OutOfMemory"),
+            1024.0,
+        );
         let f = a.observe(&oom, "fn");
+        assert_eq!(f.out_of_memory, Some(true));
         let logged = lines_of(&f.log_lines, "out_of_memory");
         assert_eq!(logged.len(), 1);
         assert_eq!(logged[0]["cause"], "Runtime.OutOfMemory");
@@ -508,21 +698,33 @@ mod tests {
     }
 
     #[test]
+    fn touching_the_limit_once_counts_one_out_of_memory() {
+        let mut a = analysis();
+        let mut count = 0;
+        for i in 0..30 {
+            let mark = if i < 10 { 500.0 } else { 1024.0 };
+            // After the limit was touched: healthy invocations, and one business error.
+            let status = if i == 20 { "error" } else { "success" };
+            let f = a.observe(&with_report(profile(i, 7, 0), status, None, mark), "fn");
+            count += u32::from(f.out_of_memory == Some(true));
+            assert_eq!(f.out_of_memory == Some(true), i == 10, "invocation {i}");
+        }
+        assert_eq!(count, 1);
+    }
+
+    #[test]
     fn right_size_is_published_every_time_and_logged_when_it_moves() {
         let mut a = analysis();
-        let first = a.observe(&profile(0, 7, 50_000, false), "fn");
-        assert_eq!(value(&first, Metric::RecommendedMemorySize), Some(260.0));
+        let first = a.observe(&profile(0, 7, 0), "fn");
+        assert_eq!(first.recommended_memory_mb, Some(260));
         let logged = lines_of(&first.log_lines, "right_size");
         assert_eq!(logged.len(), 1);
         assert_eq!(logged[0]["recommended_mb"], 260);
         assert!(logged[0]["cpu_note"].as_str().unwrap().contains("CPU"));
-        let second = a.observe(&profile(1, 7, 50_000, false), "fn");
-        assert_eq!(value(&second, Metric::RecommendedMemorySize), Some(260.0));
+        let second = a.observe(&profile(1, 7, 0), "fn");
+        assert_eq!(second.recommended_memory_mb, Some(260));
         assert!(lines_of(&second.log_lines, "right_size").is_empty());
-        let mut bigger = profile(2, 7, 50_000, false);
-        if let Some(r) = bigger.report.as_mut() {
-            r.max_memory_used_mb = Some(400.0);
-        }
+        let bigger = with_report(profile(2, 7, 0), "success", None, 400.0);
         let third = a.observe(&bigger, "fn");
         assert_eq!(
             lines_of(&third.log_lines, "right_size")[0]["recommended_mb"],
@@ -532,11 +734,17 @@ mod tests {
 
     #[test]
     fn python_memory_error_counts_as_out_of_memory() {
-        let mut p = profile(0, 7, 1, false);
+        let mut a = analysis();
+        let mut p = profile(0, 7, 0);
         p.report = None;
         if let Some(d) = p.decorator.as_mut() {
             d.error_type = Some("MemoryError".into());
         }
-        assert_eq!(oom_cause(&p), Some(oom::OomCause::PythonMemoryError));
+        let f = a.observe(&p, "fn");
+        assert_eq!(f.out_of_memory, Some(true));
+        assert_eq!(
+            lines_of(&f.log_lines, "out_of_memory")[0]["cause"],
+            "MemoryError"
+        );
     }
 }

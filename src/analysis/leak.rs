@@ -1,21 +1,36 @@
 //! Leak detection across the warm invocations of one execution environment.
 //!
 //! The platform's `maxMemoryUsedMB` only ever rises, so it cannot tell a leak from an allocator
-//! that keeps freed memory. This module looks at level series sampled after every invocation —
-//! the Python heap's live block count (a net counter that also sees frees of old blocks) scaled to
-//! bytes by the traced invocations, and the runtime's RSS — and calls a leak only when all of
-//! these hold over the recent window:
-//! - the Theil–Sen slope is at least the configured minimum growth per invocation;
+//! that keeps freed memory. This module judges a level series sampled after every invocation:
+//! the runtime process's resident anonymous memory (`RssAnon`: the Python heap, `malloc`, native
+//! buffers; bytes, page-exact). It is a net signal — a cache evicting an entry lowers it, however
+//! old the entry — and it is measured in the unit it is published in: no count is ever scaled by
+//! a size taken from another population. A leak is raised only when all of these hold over the
+//! recent window:
+//! - the growth per invocation (the interquartile mean of the slopes over a fifth of the window,
+//!   which one isolated step does not move) is at least the configured minimum;
 //! - the Mann–Kendall test says the rise is not chance (`p ≤ max_p_value`);
 //! - the rise persists: each third of the window rises at no less than `persistence` × the
 //!   window's slope. A cache that fills to its bound and then stays flat fails this in its flat
-//!   third; a one-off warm-up step fails it in the thirds before and after the step.
+//!   third; a one-off warm-up step fails it in the thirds before and after the step;
+//! - the rule held for `confirm` consecutive invocations;
+//! - it is not the C heap fragmenting: when the Python allocator's live-block count is flat
+//!   (within the runtime's own drift) *and* memory rose in under three quarters of the
+//!   invocations — large steps now and then, as `malloc` extends its heap for a value that no
+//!   freed hole fits — the growth is taken for fragmentation of a full cache of variable-size
+//!   values, which settles, not a leak. The benefit of the doubt lasts `fragmentation_windows`
+//!   windows: growth that has not settled by then is called a leak (a leak of one large block
+//!   on a minority of requests looks the same, and is flagged that much later).
+//!
+//! A raised verdict stands while the window's trend is still significant and steep enough, and
+//! is withdrawn once it is not: a cache that was still filling when it was judged is flat for
+//! most of a window soon after it is full.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 #[cfg(test)]
 use super::trend::indexed;
-use super::trend::{theil_sen_slope, trend};
+use super::trend::{lagged_slope, theil_sen_slope, trend};
 
 /// Thresholds of the leak rule (`LMP_LEAK_*`).
 #[derive(Debug, Clone, PartialEq)]
@@ -25,17 +40,13 @@ pub struct LeakConfig {
     pub window: usize,
     /// Invocations ignored after the environment's cold start (imports, caches warming up).
     pub warmup: usize,
-    /// Fewer samples than this in the window: not enough data (the heap may be counted only
-    /// every few invocations on large heaps).
+    /// Fewer samples than this in the window: not enough data (an invocation whose record was
+    /// lost has no sample).
     pub min_points: usize,
-    /// Python heap growth (bytes per invocation) below which no leak is called.
-    pub min_heap_growth_bytes: f64,
-    /// Heap growth in blocks per invocation below which no leak is called, when no traced
-    /// invocation has told how large a block is yet.
-    pub min_heap_growth_blocks: f64,
-    /// RSS growth (bytes per invocation) below which no leak is called: RSS moves in pages and
-    /// arenas, so this is coarser than the heap threshold.
-    pub min_rss_growth_bytes: f64,
+    /// Growth of resident anonymous memory (bytes per invocation) below which no leak is
+    /// called. Memory moves in 4 KiB pages: slower growth is one page every few invocations,
+    /// which the persistence rule cannot tell from noise.
+    pub min_growth_bytes: f64,
     /// Largest Mann–Kendall p-value accepted as a real trend.
     pub max_p_value: f64,
     /// Each third of the window must rise at least this fraction of the whole window's slope.
@@ -43,6 +54,13 @@ pub struct LeakConfig {
     /// Consecutive invocations the rule must hold before a leak is called: a cache that has
     /// just reached its bound still looks like a leak for a few invocations.
     pub confirm: usize,
+    /// Live Python blocks kept per invocation above which growth counts as Python objects
+    /// (the runtime client itself keeps about one per invocation).
+    pub min_blocks_per_invoke: f64,
+    /// Share of invocations whose memory rose above which growth counts as steady.
+    pub min_rising_share: f64,
+    /// Windows for which growth that looks like fragmentation is not called a leak.
+    pub fragmentation_windows: usize,
 }
 
 impl Default for LeakConfig {
@@ -51,12 +69,13 @@ impl Default for LeakConfig {
             window: 40,
             warmup: 3,
             min_points: 8,
-            min_heap_growth_bytes: 512.0,
-            min_heap_growth_blocks: 1.0,
-            min_rss_growth_bytes: 16_384.0,
+            min_growth_bytes: 1024.0,
             max_p_value: 0.01,
             persistence: 0.25,
             confirm: 5,
+            min_blocks_per_invoke: 2.0,
+            min_rising_share: 0.75,
+            fragmentation_windows: 5,
         }
     }
 }
@@ -99,20 +118,24 @@ pub fn assess_series(
         (Some(a), Some(b)) => b.0 - a.0 + 1.0,
         _ => 0.0,
     };
-    // Three quarters: samples taken every few invocations rarely sit on the window's first one.
+    // Three quarters: a lost record or two must not leave the window unjudged.
     let enough = points >= config.min_points.max(3) && span >= 0.75 * config.window as f64;
     let Some(t) = trend(levels).filter(|_| enough) else {
         return SeriesAssessment { points, ..NO_DATA };
     };
-    let rising = t.slope >= min_slope && t.p_value <= config.max_p_value;
-    let verdict = if rising && persists(levels, t.slope, config.persistence) {
+    // The growth per invocation: the trimmed mean of the slopes over a fifth of the window,
+    // which one isolated step (an arena, a page table) does not move.
+    let lag = (config.window as f64 / 5.0).max(2.0);
+    let slope = lagged_slope(levels, lag).unwrap_or(t.slope);
+    let rising = slope >= min_slope && t.p_value <= config.max_p_value;
+    let verdict = if rising && persists(levels, slope, config.persistence) {
         Verdict::Leak
     } else {
         Verdict::NoLeak
     };
     SeriesAssessment {
         verdict,
-        slope: t.slope,
+        slope,
         p_value: t.p_value,
         points,
     }
@@ -132,22 +155,31 @@ fn persists(levels: &[(f64, f64)], slope: f64, persistence: f64) -> bool {
 /// Figures one invocation contributes to the leak series. `None` where a source is missing.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LeakObservation {
-    /// Live blocks of the Python object allocator after the invocation (`heap_blocks`).
+    /// Resident anonymous memory of the runtime process after the invocation, bytes.
+    pub anon_bytes: Option<f64>,
+    /// Live blocks of the Python object allocator after the invocation: a count, reported beside
+    /// the verdict as a hint (Python objects or native memory), never turned into bytes.
     pub heap_blocks: Option<f64>,
-    /// Bytes per retained block, from a traced invocation (`retained_bytes / retained_blocks`).
-    pub bytes_per_block: Option<f64>,
-    /// Runtime RSS after the invocation.
-    pub rss_bytes: Option<f64>,
+}
+
+/// How the verdict changed with the last observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Unchanged,
+    /// A leak verdict was raised (the rule held for `confirm` invocations).
+    Raised,
+    /// A standing leak verdict was withdrawn: the window's trend no longer holds.
+    Withdrawn,
 }
 
 /// The environment's verdict and the figures behind it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LeakReport {
     pub verdict: Verdict,
-    /// Python heap growth per invocation in bytes, when a traced invocation gave the block size.
-    pub heap_growth_bytes_per_invoke: Option<f64>,
-    pub heap: SeriesAssessment,
-    pub rss: SeriesAssessment,
+    /// Growth of resident anonymous memory per invocation (bytes), once a full window is judged.
+    pub growth_bytes_per_invoke: Option<f64>,
+    /// The anonymous-memory series as the raising rule judged it.
+    pub memory: SeriesAssessment,
 }
 
 /// Rolling leak state of one execution environment.
@@ -155,34 +187,31 @@ pub struct LeakReport {
 pub struct LeakDetector {
     config: LeakConfig,
     seen: usize,
+    anon: VecDeque<(f64, f64)>,
     heap_blocks: VecDeque<(f64, f64)>,
-    rss: VecDeque<(f64, f64)>,
-    bytes_per_block: Option<f64>,
-    /// Consecutive observations after which the rule said leak.
+    /// Consecutive observations after which the raising rule said leak.
     streak: usize,
-    /// The rule's report on the current window, computed once per observation (Theil–Sen is
-    /// quadratic in the window, and the report is read after every invocation).
-    last_rule: LeakReport,
+    /// A leak verdict is standing (raised and not yet withdrawn).
+    standing: bool,
+    /// Consecutive observations whose growth was taken for fragmentation.
+    fragmenting: usize,
+    /// The rule's assessment of the current window, computed once per observation (Theil–Sen
+    /// is quadratic in the window, and the report is read after every invocation).
+    last: SeriesAssessment,
 }
 
 impl LeakDetector {
     pub fn new(config: LeakConfig) -> Self {
-        let mut detector = Self {
+        Self {
             config,
             seen: 0,
+            anon: VecDeque::new(),
             heap_blocks: VecDeque::new(),
-            rss: VecDeque::new(),
-            bytes_per_block: None,
             streak: 0,
-            last_rule: LeakReport {
-                verdict: Verdict::NotEnoughData,
-                heap_growth_bytes_per_invoke: None,
-                heap: NO_DATA,
-                rss: NO_DATA,
-            },
-        };
-        detector.last_rule = detector.rule();
-        detector
+            standing: false,
+            fragmenting: 0,
+            last: NO_DATA,
+        }
     }
 
     pub fn config(&self) -> &LeakConfig {
@@ -194,69 +223,93 @@ impl LeakDetector {
         *self = Self::new(self.config.clone());
     }
 
-    pub fn observe(&mut self, observation: LeakObservation) {
+    /// Adds one invocation's figures; says whether the verdict was raised or withdrawn by it.
+    pub fn observe(&mut self, observation: LeakObservation) -> Transition {
         self.seen += 1;
-        if let Some(bpb) = observation
-            .bytes_per_block
-            .filter(|b| b.is_finite() && *b > 0.0)
-        {
-            // Smooth across traced invocations: one odd invocation should not rescale the series.
-            self.bytes_per_block = Some(match self.bytes_per_block {
-                Some(previous) => 0.7 * previous + 0.3 * bpb,
-                None => bpb,
-            });
-        }
         if self.seen <= self.config.warmup {
-            return;
+            return Transition::Unchanged;
         }
         let window = self.config.window.max(3);
         let x = self.seen as f64;
+        push_bounded(&mut self.anon, x, observation.anon_bytes, window);
         push_bounded(&mut self.heap_blocks, x, observation.heap_blocks, window);
-        push_bounded(&mut self.rss, x, observation.rss_bytes, window);
-        self.last_rule = self.rule();
-        self.streak = if self.last_rule.verdict == Verdict::Leak {
+        let levels: Vec<(f64, f64)> = self.anon.iter().copied().collect();
+        self.last = assess_series(&levels, self.config.min_growth_bytes, &self.config);
+        if self.last.verdict == Verdict::Leak && self.fragmentation(&levels) {
+            self.fragmenting += 1;
+            let patience = self.config.fragmentation_windows * self.config.window;
+            if self.fragmenting <= patience {
+                self.last.verdict = Verdict::NoLeak;
+            }
+        } else {
+            self.fragmenting = 0;
+        }
+        if self.standing {
+            // Hysteresis: withdrawn when the window as a whole no longer rises, not when one
+            // third of a noisy leak happens to look flat.
+            let holds = self.last.verdict != Verdict::NotEnoughData
+                && self.last.slope >= self.config.min_growth_bytes
+                && self.last.p_value <= self.config.max_p_value;
+            if holds {
+                return Transition::Unchanged;
+            }
+            self.standing = false;
+            self.streak = 0;
+            return Transition::Withdrawn;
+        }
+        self.streak = if self.last.verdict == Verdict::Leak {
             self.streak + 1
         } else {
             0
         };
-    }
-
-    /// The verdict after the last observation: the rule, confirmed over `confirm` invocations.
-    pub fn assess(&self) -> LeakReport {
-        let mut report = self.last_rule;
-        if report.verdict == Verdict::Leak && self.streak < self.config.confirm.max(1) {
-            report.verdict = Verdict::NoLeak;
+        if self.streak >= self.config.confirm.max(1) {
+            self.standing = true;
+            return Transition::Raised;
         }
-        report
+        Transition::Unchanged
     }
 
-    /// What the rule says of the current window, unconfirmed.
-    fn rule(&self) -> LeakReport {
-        let blocks: Vec<(f64, f64)> = self.heap_blocks.iter().copied().collect();
-        let heap = match self.bytes_per_block {
-            Some(bpb) => {
-                let bytes: Vec<(f64, f64)> = blocks.iter().map(|(x, b)| (*x, b * bpb)).collect();
-                assess_series(&bytes, self.config.min_heap_growth_bytes, &self.config)
-            }
-            None => assess_series(&blocks, self.config.min_heap_growth_blocks, &self.config),
+    /// The growth looks like the C heap fragmenting rather than a leak: no Python objects kept
+    /// and memory rising in a minority of invocations. Without a block count (a non-Python
+    /// sender), never.
+    fn fragmentation(&self, levels: &[(f64, f64)]) -> bool {
+        let Some(blocks) = self.heap_blocks_per_invoke() else {
+            return false;
         };
-        let rss_levels: Vec<(f64, f64)> = self.rss.iter().copied().collect();
-        let rss = assess_series(&rss_levels, self.config.min_rss_growth_bytes, &self.config);
-        let verdict = match (heap.verdict, rss.verdict) {
-            (Verdict::Leak, _) | (_, Verdict::Leak) => Verdict::Leak,
-            (Verdict::NotEnoughData, Verdict::NotEnoughData) => Verdict::NotEnoughData,
-            _ => Verdict::NoLeak,
+        let steps = levels.len().saturating_sub(1);
+        if steps == 0 {
+            return false;
+        }
+        let rising = levels.windows(2).filter(|w| w[1].1 > w[0].1).count();
+        blocks < self.config.min_blocks_per_invoke
+            && (rising as f64) < self.config.min_rising_share * steps as f64
+    }
+
+    /// The verdict after the last observation.
+    pub fn assess(&self) -> LeakReport {
+        let judged = self.last.verdict != Verdict::NotEnoughData;
+        let verdict = if self.standing {
+            Verdict::Leak
+        } else if judged {
+            Verdict::NoLeak
+        } else {
+            Verdict::NotEnoughData
         };
-        let heap_growth_bytes_per_invoke = self
-            .bytes_per_block
-            .filter(|_| heap.verdict != Verdict::NotEnoughData)
-            .map(|_| heap.slope);
         LeakReport {
             verdict,
-            heap_growth_bytes_per_invoke,
-            heap,
-            rss,
+            growth_bytes_per_invoke: judged.then_some(self.last.slope),
+            memory: self.last,
         }
+    }
+
+    /// Python allocator blocks kept per invocation over the window (a count; `None` without
+    /// enough samples). Computed on demand: it only goes into the leak log line.
+    pub fn heap_blocks_per_invoke(&self) -> Option<f64> {
+        let points: Vec<(f64, f64)> = self.heap_blocks.iter().copied().collect();
+        if points.len() < self.config.min_points.max(3) {
+            return None;
+        }
+        theil_sen_slope(&points)
     }
 }
 
@@ -267,84 +320,6 @@ fn push_bounded(series: &mut VecDeque<(f64, f64)>, x: f64, value: Option<f64>, w
     }
     while series.front().is_some_and(|f| f.0 <= x - window as f64) {
         series.pop_front();
-    }
-}
-
-/// Allocation sites that keep memory across invocations, from the traced invocations' top sites.
-///
-/// A traced invocation names the sites of the blocks it allocated and still holds. Weighting each
-/// site by that invocation's net share (`growth_bytes / retained_bytes`, clamped to 0..1) keeps
-/// a bounded cache — which retains an entry but frees an older one — from outranking a leak.
-#[derive(Debug, Clone, Default)]
-pub struct SiteGrowth {
-    sites: HashMap<String, SiteTotals>,
-    traced_invocations: u32,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct SiteTotals {
-    weighted_bytes: f64,
-    invocations: u32,
-}
-
-/// A site and the net bytes it kept per traced invocation, on average.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct GrowingSite {
-    pub site: String,
-    pub bytes_per_traced_invoke: f64,
-    pub seen_in: u32,
-}
-
-/// Sites tracked at most; the smallest are dropped beyond it so memory stays bounded.
-const MAX_SITES: usize = 256;
-
-impl SiteGrowth {
-    /// Add one traced invocation: its sites (`file:line`, bytes) and its net share.
-    pub fn observe<'a>(&mut self, sites: impl IntoIterator<Item = (&'a str, u64)>, net_share: f64) {
-        let share = if net_share.is_finite() {
-            net_share.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        self.traced_invocations += 1;
-        for (site, bytes) in sites {
-            let totals = self.sites.entry(site.to_owned()).or_default();
-            totals.weighted_bytes += bytes as f64 * share;
-            totals.invocations += 1;
-        }
-        if self.sites.len() > MAX_SITES {
-            let mut by_size: Vec<(String, f64)> = self
-                .sites
-                .iter()
-                .map(|(k, v)| (k.clone(), v.weighted_bytes))
-                .collect();
-            by_size.sort_by(|a, b| b.1.total_cmp(&a.1));
-            for (site, _) in by_size.into_iter().skip(MAX_SITES) {
-                self.sites.remove(&site);
-            }
-        }
-    }
-
-    /// The `n` sites with the most net growth, largest first; sites with none are left out.
-    pub fn top(&self, n: usize) -> Vec<GrowingSite> {
-        let traced = f64::from(self.traced_invocations.max(1));
-        let mut out: Vec<GrowingSite> = self
-            .sites
-            .iter()
-            .filter(|(_, t)| t.weighted_bytes > 0.0)
-            .map(|(site, t)| GrowingSite {
-                site: site.clone(),
-                bytes_per_traced_invoke: t.weighted_bytes / traced,
-                seen_in: t.invocations,
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.bytes_per_traced_invoke
-                .total_cmp(&a.bytes_per_traced_invoke)
-                .then_with(|| a.site.cmp(&b.site))
-        });
-        out.truncate(n);
-        out
     }
 }
 
@@ -373,16 +348,31 @@ mod tests {
             .collect()
     }
 
+    /// Rounds to whole 4 KiB pages, as `RssAnon` reports memory.
+    fn pages(bytes: f64) -> f64 {
+        (bytes / 4096.0).round() * 4096.0
+    }
+
     fn cfg() -> LeakConfig {
         LeakConfig::default()
     }
 
+    fn feed(d: &mut LeakDetector, anon: f64) -> Transition {
+        d.observe(LeakObservation {
+            anon_bytes: Some(anon),
+            heap_blocks: None,
+        })
+    }
+
     #[test]
     fn linear_leaks_are_detected_with_accurate_slope() {
-        for (per_invoke, amplitude) in [(1024.0, 2_000.0), (10_240.0, 20_000.0), (1_048_576.0, 1e6)]
+        for (per_invoke, amplitude) in [(2048.0, 4_096.0), (12_288.0, 20_000.0), (1_048_576.0, 1e6)]
         {
-            let series = linear(50e6, per_invoke, 40, amplitude, 7);
-            let a = assess_series(&indexed(&series), cfg().min_heap_growth_bytes, &cfg());
+            let series: Vec<f64> = linear(50e6, per_invoke, 40, amplitude, 7)
+                .into_iter()
+                .map(pages)
+                .collect();
+            let a = assess_series(&indexed(&series), cfg().min_growth_bytes, &cfg());
             assert_eq!(a.verdict, Verdict::Leak, "{per_invoke} B/invoke: {a:?}");
             let error = (a.slope - per_invoke).abs() / per_invoke;
             assert!(
@@ -399,17 +389,20 @@ mod tests {
         let series: Vec<f64> = (0..40)
             .map(|i| 30e6 + 65_536.0 * (i.min(15) as f64))
             .zip(noise(3, 40, 4_096.0))
-            .map(|(v, e)| v + e)
+            .map(|(v, e)| pages(v + e))
             .collect();
-        let a = assess_series(&indexed(&series), cfg().min_heap_growth_bytes, &cfg());
+        let a = assess_series(&indexed(&series), cfg().min_growth_bytes, &cfg());
         assert_eq!(a.verdict, Verdict::NoLeak, "{a:?}");
     }
 
     #[test]
     fn pure_noise_is_not_a_leak() {
         for seed in 1..20 {
-            let series = linear(40e6, 0.0, 40, 200_000.0, seed);
-            let a = assess_series(&indexed(&series), cfg().min_rss_growth_bytes, &cfg());
+            let series: Vec<f64> = linear(40e6, 0.0, 40, 200_000.0, seed)
+                .into_iter()
+                .map(pages)
+                .collect();
+            let a = assess_series(&indexed(&series), cfg().min_growth_bytes, &cfg());
             assert_eq!(a.verdict, Verdict::NoLeak, "seed {seed}: {a:?}");
         }
     }
@@ -420,9 +413,9 @@ mod tests {
             let series: Vec<f64> = (0..40)
                 .map(|i| if i >= step_at { 80e6 } else { 60e6 })
                 .zip(noise(11, 40, 8_192.0))
-                .map(|(v, e)| v + e)
+                .map(|(v, e)| pages(v + e))
                 .collect();
-            let a = assess_series(&indexed(&series), cfg().min_rss_growth_bytes, &cfg());
+            let a = assess_series(&indexed(&series), cfg().min_growth_bytes, &cfg());
             assert_eq!(a.verdict, Verdict::NoLeak, "step at {step_at}: {a:?}");
         }
     }
@@ -431,7 +424,7 @@ mod tests {
     fn short_series_are_not_enough_data() {
         let a = assess_series(&indexed(&[1.0, 2.0, 3.0]), 0.5, &cfg());
         assert_eq!(a.verdict, Verdict::NotEnoughData);
-        // Plenty of samples, but over 20 invocations only: the window (30) is not covered.
+        // Plenty of samples, but over 20 invocations only: the window (40) is not covered.
         let dense: Vec<(f64, f64)> = (0..40)
             .map(|i| (f64::from(i) / 2.0, f64::from(i)))
             .collect();
@@ -442,45 +435,83 @@ mod tests {
     }
 
     #[test]
-    fn detector_converts_blocks_to_bytes_and_skips_warm_up() {
+    fn warm_up_is_skipped_and_growth_is_published_once_a_window_is_full() {
         let mut d = LeakDetector::new(cfg());
         // Warm-up invocations with a big jump that must not count.
-        for blocks in [10_000.0, 60_000.0, 61_000.0] {
-            d.observe(LeakObservation {
-                heap_blocks: Some(blocks),
-                ..Default::default()
-            });
+        for anon in [10e6, 60e6, 61e6] {
+            feed(&mut d, anon);
         }
-        // Then one 10 KiB block kept per invocation; one traced invocation says 10 KiB per block.
-        for i in 0..50 {
-            d.observe(LeakObservation {
-                heap_blocks: Some(61_000.0 + i as f64),
-                bytes_per_block: (i == 5).then_some(10_240.0),
-                rss_bytes: Some(70e6 + 10_240.0 * i as f64),
-            });
+        let mut raised_at = None;
+        for i in 0..60 {
+            if feed(&mut d, pages(61e6 + 12_345.0 * f64::from(i))) == Transition::Raised {
+                raised_at = Some(i);
+            }
+            if i < 29 {
+                assert_eq!(d.assess().growth_bytes_per_invoke, None, "invocation {i}");
+            }
         }
         let report = d.assess();
         assert_eq!(report.verdict, Verdict::Leak);
-        let growth = report.heap_growth_bytes_per_invoke.unwrap();
+        let growth = report.growth_bytes_per_invoke.unwrap();
         assert!(
-            (growth - 10_240.0).abs() / 10_240.0 < 0.10,
+            (growth - 12_345.0).abs() / 12_345.0 < 0.05,
             "growth {growth}"
         );
-        assert_eq!(report.heap.points, 40, "the window");
+        assert_eq!(report.memory.points, 40, "the window");
+        // A full window (40, three quarters spanned = 30) and five confirmations.
+        assert!(
+            raised_at.is_some_and(|i| i <= 40),
+            "raised at {raised_at:?}"
+        );
     }
 
     #[test]
-    fn a_cache_reaching_its_bound_is_never_called_a_leak() {
-        // A bounded deque fills for 20 invocations (4 blocks each), then stays at its bound.
+    fn a_verdict_raised_while_a_cache_filled_is_withdrawn_within_a_window() {
+        // 16 KiB per invocation for 90 invocations (a cache of 90 entries), then flat.
+        let mut d = LeakDetector::new(cfg());
+        let mut transitions = Vec::new();
+        for i in 0..300 {
+            let level = pages(50e6 + 16_384.0 * f64::from(i.min(90)) + (i % 3) as f64 * 700.0);
+            let t = feed(&mut d, level);
+            if t != Transition::Unchanged {
+                transitions.push((i, t));
+            }
+            if i >= 90 + 40 {
+                assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
+                let g = d.assess().growth_bytes_per_invoke.unwrap();
+                assert!(g.abs() <= 512.0, "invocation {i}: growth {g}");
+            }
+        }
+        assert_eq!(transitions.len(), 2, "{transitions:?}");
+        assert_eq!(transitions[0].1, Transition::Raised);
+        assert_eq!(transitions[1].1, Transition::Withdrawn);
+        assert!(transitions[1].0 < 90 + 40, "{transitions:?}");
+    }
+
+    #[test]
+    fn a_cache_reaching_its_bound_early_is_never_called_a_leak() {
+        // A bounded deque fills for 20 invocations, then stays at its bound.
         let mut d = LeakDetector::new(cfg());
         for i in 0..200 {
-            d.observe(LeakObservation {
-                heap_blocks: Some(60_000.0 + 4.0 * f64::from(i.min(20))),
-                bytes_per_block: Some(350.0),
-                rss_bytes: None,
-            });
+            feed(&mut d, pages(60e6 + 65_536.0 * f64::from(i.min(20))));
             assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
         }
+    }
+
+    #[test]
+    fn a_noisy_leak_is_not_withdrawn_by_one_flat_third() {
+        let mut d = LeakDetector::new(cfg());
+        let mut withdrawn = 0;
+        for i in 0..300u32 {
+            // 20 KiB per invocation, but every fourth stretch of 12 invocations keeps nothing.
+            let kept = f64::from(i) - f64::from((i / 48) * 12 + (i % 48).saturating_sub(36));
+            let t = feed(&mut d, pages(50e6 + 20_480.0 * kept));
+            if t == Transition::Withdrawn {
+                withdrawn += 1;
+            }
+        }
+        assert_eq!(d.assess().verdict, Verdict::Leak);
+        assert_eq!(withdrawn, 0);
     }
 
     #[test]
@@ -492,12 +523,8 @@ mod tests {
         let mut first = None;
         let mut rule_first = None;
         for i in 0..60 {
-            d.observe(LeakObservation {
-                heap_blocks: Some(60_000.0 + 2.0 * f64::from(i)),
-                bytes_per_block: Some(1024.0),
-                rss_bytes: None,
-            });
-            if rule_first.is_none() && d.rule().verdict == Verdict::Leak {
+            feed(&mut d, pages(60e6 + 4096.0 * f64::from(i)));
+            if rule_first.is_none() && d.last.verdict == Verdict::Leak {
                 rule_first = Some(i);
             }
             if first.is_none() && d.assess().verdict == Verdict::Leak {
@@ -508,32 +535,18 @@ mod tests {
     }
 
     #[test]
-    fn rss_is_not_judged_before_a_full_window() {
-        // A cache filling for the first 20 invocations looks like a leak on a short window.
-        let mut d = LeakDetector::new(cfg());
-        for i in 0..23 {
-            d.observe(LeakObservation {
-                rss_bytes: Some(60e6 + 65_536.0 * i as f64),
-                ..Default::default()
-            });
-        }
-        assert_eq!(d.assess().rss.verdict, Verdict::NotEnoughData);
-    }
-
-    #[test]
-    fn detector_uses_the_real_invocation_number_of_sparse_samples() {
+    fn lost_samples_keep_their_real_invocation_number() {
         let mut d = LeakDetector::new(cfg());
         for i in 0..120 {
-            // The heap is counted every third invocation only; 2 blocks of 1 KiB kept per call.
+            // Every third record is lost; 2 KiB kept per call.
             d.observe(LeakObservation {
-                heap_blocks: (i % 3 == 0).then_some(40_000.0 + 2.0 * i as f64),
-                bytes_per_block: Some(1024.0),
-                rss_bytes: None,
+                anon_bytes: (i % 3 != 0).then_some(40e6 + 2048.0 * f64::from(i)),
+                heap_blocks: None,
             });
         }
         let report = d.assess();
         assert_eq!(report.verdict, Verdict::Leak);
-        let growth = report.heap_growth_bytes_per_invoke.unwrap();
+        let growth = report.growth_bytes_per_invoke.unwrap();
         assert!((growth - 2048.0).abs() < 1.0, "growth {growth}");
     }
 
@@ -541,60 +554,78 @@ mod tests {
     fn detector_without_data_says_so_and_reset_forgets() {
         let mut d = LeakDetector::new(cfg());
         assert_eq!(d.assess().verdict, Verdict::NotEnoughData);
-        for i in 0..40 {
+        for i in 0..50 {
             d.observe(LeakObservation {
-                heap_blocks: Some(i as f64 * 5.0),
-                ..Default::default()
+                anon_bytes: Some(f64::from(i) * 8192.0),
+                heap_blocks: Some(f64::from(i) * 3.0),
             });
         }
         assert_eq!(d.assess().verdict, Verdict::Leak);
-        assert_eq!(d.assess().heap_growth_bytes_per_invoke, None);
+        assert_eq!(d.heap_blocks_per_invoke(), Some(3.0));
         d.reset();
         assert_eq!(d.assess().verdict, Verdict::NotEnoughData);
+        assert_eq!(d.heap_blocks_per_invoke(), None);
     }
 
     #[test]
-    fn flat_heap_but_rising_rss_is_a_native_leak() {
+    fn sporadic_steps_with_no_python_objects_kept_are_fragmentation() {
+        // A full cache of variable-size values: malloc extends its heap by one value every few
+        // invocations; the Python objects stay as many.
         let mut d = LeakDetector::new(cfg());
-        // Warm-up, a full window, confirmation.
-        for i in 0..50 {
+        for i in 0..200u32 {
+            let steps = f64::from(i / 3);
             d.observe(LeakObservation {
-                heap_blocks: Some(50_000.0),
-                bytes_per_block: Some(64.0),
-                rss_bytes: Some(80e6 + 262_144.0 * i as f64),
+                anon_bytes: Some(60e6 + 16_384.0 * steps),
+                heap_blocks: Some(50_000.0 + f64::from(i)),
             });
+            assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
         }
-        let report = d.assess();
-        assert_eq!(report.heap.verdict, Verdict::NoLeak);
-        assert_eq!(report.rss.verdict, Verdict::Leak);
-        assert_eq!(report.rss.points, 40);
-        assert_eq!(report.verdict, Verdict::Leak);
+        // Unless it never settles: then it is called a leak, five windows later.
+        let mut d = LeakDetector::new(cfg());
+        let mut first = None;
+        for i in 0..400u32 {
+            d.observe(LeakObservation {
+                anon_bytes: Some(60e6 + 16_384.0 * f64::from(i / 3)),
+                heap_blocks: Some(50_000.0 + f64::from(i)),
+            });
+            if first.is_none() && d.assess().verdict == Verdict::Leak {
+                first = Some(i);
+            }
+        }
+        assert!(first.is_some_and(|i| (230..=250).contains(&i)), "{first:?}");
+        // The same memory with Python objects kept is a leak; so is a native leak at every
+        // invocation, and growth from a sender that counts no blocks.
+        for (blocks_per_invoke, every) in [(40.0, 4), (1.0, 1)] {
+            let mut d = LeakDetector::new(cfg());
+            for i in 0..60u32 {
+                d.observe(LeakObservation {
+                    anon_bytes: Some(60e6 + 16_384.0 * f64::from(i / every)),
+                    heap_blocks: Some(50_000.0 + blocks_per_invoke * f64::from(i)),
+                });
+            }
+            assert_eq!(
+                d.assess().verdict,
+                Verdict::Leak,
+                "{blocks_per_invoke} blocks"
+            );
+        }
+        let mut d = LeakDetector::new(cfg());
+        for i in 0..60u32 {
+            feed(&mut d, 60e6 + 16_384.0 * f64::from(i / 4));
+        }
+        assert_eq!(d.assess().verdict, Verdict::Leak, "no block count");
     }
 
     #[test]
-    fn site_growth_ranks_net_growth_over_churn() {
-        let mut g = SiteGrowth::default();
-        for _ in 0..4 {
-            // A leaking invocation: everything it keeps is net growth.
-            g.observe([("app.py:10", 10_000), ("lib.py:5", 100)], 1.0);
-            // A cache invocation: keeps an entry but evicts an older one — no net growth.
-            g.observe([("cache.py:3", 50_000)], 0.0);
+    fn a_rising_block_count_alone_is_no_leak() {
+        // The runtime keeps about one small block per invocation: a count, not bytes.
+        let mut d = LeakDetector::new(cfg());
+        for i in 0..200 {
+            d.observe(LeakObservation {
+                anon_bytes: Some(pages(60e6 + 64.0 * f64::from(i))),
+                heap_blocks: Some(50_000.0 + f64::from(i)),
+            });
+            assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
         }
-        let top = g.top(5);
-        assert_eq!(top[0].site, "app.py:10");
-        assert_eq!(top[0].seen_in, 4);
-        assert!((top[0].bytes_per_traced_invoke - 5_000.0).abs() < 1e-9);
-        assert!(top.iter().all(|s| s.site != "cache.py:3"));
-    }
-
-    #[test]
-    fn site_growth_stays_bounded() {
-        let mut g = SiteGrowth::default();
-        for i in 0..1_000u64 {
-            let site = format!("f.py:{i}");
-            g.observe([(site.as_str(), i + 1)], 1.0);
-        }
-        assert!(g.sites.len() <= MAX_SITES);
-        assert_eq!(g.top(1)[0].site, "f.py:999");
     }
 }

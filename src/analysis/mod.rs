@@ -7,4 +7,5 @@ pub mod environment;
 pub mod leak;
 pub mod oom;
 pub mod rightsize;
+pub mod sites;
 pub mod trend;

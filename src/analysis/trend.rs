@@ -130,6 +130,37 @@ pub fn trend(points: &[(f64, f64)]) -> Option<Trend> {
     })
 }
 
+/// Interquartile mean of the slopes over `lag` invocations: `(y_j - y_i) / (x_j - x_i)` for
+/// each point `i` and the first point `j` at least `lag` after it (`None` without such a pair).
+///
+/// Robust to isolated steps where Theil–Sen is not: one allocator arena mapped, one page table
+/// grown, moves only the `lag` differences that straddle it — a quarter at most when `lag` is a
+/// fifth of the window, and the trimmed quarters drop them — while Theil–Sen's median moves as
+/// soon as half of all pairs straddle the step, which a step in the middle of the window does.
+/// A steady leak moves every lagged difference alike. The mean of the middle half (rather than
+/// its median) keeps a resolution finer than one 4 KiB page per `lag` invocations.
+pub fn lagged_slope(points: &[(f64, f64)], lag: f64) -> Option<f64> {
+    let mut slopes = Vec::with_capacity(points.len());
+    let mut j = 0;
+    for (i, a) in points.iter().enumerate() {
+        j = j.max(i + 1);
+        while j < points.len() && points[j].0 - a.0 < lag {
+            j += 1;
+        }
+        let Some(b) = points.get(j) else {
+            break;
+        };
+        slopes.push((b.1 - a.1) / (b.0 - a.0));
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let quarter = slopes.len() / 4;
+    let middle = &slopes[quarter..slopes.len() - quarter];
+    Some(middle.iter().sum::<f64>() / middle.len() as f64)
+}
+
 /// `(index, y)` points of an equally spaced series.
 pub fn indexed(ys: &[f64]) -> Vec<(f64, f64)> {
     ys.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect()
@@ -138,6 +169,33 @@ pub fn indexed(ys: &[f64]) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lagged_slope_ignores_an_isolated_step_and_follows_a_steady_rise() {
+        // Flat with one 56 KiB step in the middle: Theil–Sen reads it as growth.
+        let step: Vec<f64> = (0..40)
+            .map(|i| if i >= 20 { 57_344.0 } else { 0.0 })
+            .collect();
+        assert_eq!(lagged_slope(&indexed(&step), 8.0), Some(0.0));
+        assert!(theil_sen_slope(&indexed(&step)).unwrap() > 1000.0);
+        // Page-granular rise of ~1 KiB per invocation.
+        let rise: Vec<f64> = (0..40)
+            .map(|i| (f64::from(i) * 1024.0 / 4096.0).floor() * 4096.0)
+            .collect();
+        let s = lagged_slope(&indexed(&rise), 8.0).unwrap();
+        assert!((s - 1024.0).abs() <= 128.0, "{s}");
+        // A page every 12 invocations reads as its true 341 B, not as a whole page per lag.
+        let drift: Vec<f64> = (0..40).map(|i| f64::from(i / 12) * 4096.0).collect();
+        let s = lagged_slope(&indexed(&drift), 8.0).unwrap();
+        assert!((s - 341.0).abs() <= 120.0, "{s}");
+        // Missing points keep their real distance.
+        let sparse: Vec<(f64, f64)> = (0..40)
+            .filter(|i| i % 3 != 1)
+            .map(|i| (f64::from(i), f64::from(i) * 5.0))
+            .collect();
+        assert_eq!(lagged_slope(&sparse, 8.0), Some(5.0));
+        assert_eq!(lagged_slope(&indexed(&[1.0, 2.0]), 8.0), None);
+    }
 
     #[test]
     fn slope_of_a_line_is_exact() {

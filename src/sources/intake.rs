@@ -36,6 +36,10 @@ pub struct TopSite {
     pub size: u64,
     #[serde(default)]
     pub count: u64,
+    /// `file:line` of the allocating frame when the site is a frame of the function's own code
+    /// further up the stack (the library line the memory was allocated in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// What `tracemalloc` saw on a traced (sampled) invocation.
@@ -65,6 +69,8 @@ pub struct DecoratorRecord {
     pub rss_peak_bytes: Option<u64>,
     pub rss_peak_scope: Option<String>,
     pub heap_blocks: Option<u64>,
+    /// The sender's resident anonymous memory at the invocation's end (`/proc/self/statm`).
+    pub anon_bytes: Option<u64>,
     /// A malformed `gc` or `trace` object is dropped alone: the core figures survive it.
     #[serde(default, deserialize_with = "lenient")]
     pub gc: Option<GcStats>,

@@ -105,15 +105,15 @@ def test_layer_tells_leaky_and_fixed_twins_apart(opt, example):
         )
 
     # Net growth, not gross retention: a bounded cache that replaces entries retains new blocks
-    # on every call while its size stays the same.
-    growth = {v: emf_values(r, "PythonHeapGrowth") for v, r in results.items()}
+    # on every call while its size stays the same. The extension's figure (the slope of the
+    # runtime's resident anonymous memory) is published once a window is judged.
+    growth = {v: emf_values(r, "HeapGrowthPerInvoke") for v, r in results.items()}
     rss = {v: emf_values(r, "RuntimeRss") for v, r in results.items()}
     for variant in results:
-        # Traced invocations (sample rate 1) report their figures (the last flush may be cut).
-        assert len(growth[variant]) >= INVOCATIONS // 2, (variant, len(growth[variant]))
+        assert len(growth[variant]) >= INVOCATIONS // 3, (variant, len(growth[variant]))
         assert len(rss[variant]) >= INVOCATIONS // 2, (variant, len(rss[variant]))
         print(
-            f"{example}/{variant}: median PythonHeapGrowth "
+            f"{example}/{variant}: median HeapGrowthPerInvoke "
             f"{statistics.median(growth[variant]):.0f} B, RuntimeRss "
             f"{rss[variant][0] / 2**20:.1f} -> {rss[variant][-1] / 2**20:.1f} MiB"
         )
