@@ -4,12 +4,11 @@
 //! Still pure: profiles in, typed findings and JSON log lines out; time comes from the profiles.
 //! [`crate::metrics`] turns the findings into metric data.
 
-use serde::Serialize;
-
 use super::leak::{LeakConfig, LeakDetector, LeakObservation, LeakReport, Transition, Verdict};
+use super::lines::{LeakLine, OomLine, ProfileSummary, RightSizeLine, WithdrawnLine};
 use super::oom;
 use super::rightsize::{self, RightSizeConfig, Usage};
-use super::sites::{GrowingSite, SiteGrowth, SiteSample};
+use super::sites::{SiteGrowth, SiteSample};
 use crate::invocation::InvocationProfile;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -45,96 +44,6 @@ pub struct LeakFigures {
     pub growth_bytes_per_invoke: f64,
     /// While a leak stands: invocations until the memory size is reached at the current slope.
     pub invocations_to_out_of_memory: Option<f64>,
-}
-
-/// A profile's figures kept for the out-of-memory log line ("the last profile before it").
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-struct ProfileSummary {
-    request_id: String,
-    status: Option<String>,
-    max_memory_used_mb: Option<f64>,
-    memory_size_mb: Option<f64>,
-    runtime_rss_bytes: Option<u64>,
-    runtime_anon_bytes: Option<u64>,
-    rss_peak_bytes: Option<u64>,
-    heap_blocks: Option<u64>,
-    python_heap_peak_bytes: Option<u64>,
-    python_heap_retained_bytes: Option<u64>,
-}
-
-impl ProfileSummary {
-    fn of(p: &InvocationProfile) -> Self {
-        let report = p.report.as_ref();
-        let record = p.decorator.as_deref();
-        let trace = record.and_then(|d| d.trace.as_ref());
-        ProfileSummary {
-            request_id: p.request_id.clone(),
-            status: report.and_then(|r| r.status.clone()),
-            max_memory_used_mb: report.and_then(|r| r.max_memory_used_mb),
-            memory_size_mb: report.and_then(|r| r.memory_size_mb),
-            runtime_rss_bytes: p.runtime_proc.and_then(|m| m.rss),
-            runtime_anon_bytes: record
-                .and_then(|d| d.anon_bytes)
-                .or_else(|| p.runtime_proc.and_then(|m| m.anon)),
-            rss_peak_bytes: record.and_then(|d| d.rss_peak_bytes),
-            heap_blocks: record.and_then(|d| d.heap_blocks),
-            python_heap_peak_bytes: trace.and_then(|t| t.peak_bytes),
-            python_heap_retained_bytes: trace.and_then(|t| t.retained_bytes),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct LeakLine<'a> {
-    lmp: &'static str,
-    function_name: &'a str,
-    request_id: &'a str,
-    invocations: u64,
-    /// The invocation at which the standing verdict was raised.
-    since_invocation: u64,
-    /// What the growth is measured on.
-    signal: &'static str,
-    heap_growth_bytes_per_invoke: f64,
-    p_value: f64,
-    /// Python allocator blocks kept per invocation: a count, beside the bytes as a hint.
-    heap_blocks_per_invoke: Option<f64>,
-    invocations_to_out_of_memory: Option<f64>,
-    hours_to_out_of_memory: Option<f64>,
-    growing_sites: Vec<GrowingSite>,
-}
-
-#[derive(Serialize)]
-struct WithdrawnLine<'a> {
-    lmp: &'static str,
-    function_name: &'a str,
-    request_id: &'a str,
-    invocations: u64,
-    raised_at_invocation: u64,
-    heap_growth_bytes_per_invoke: f64,
-}
-
-#[derive(Serialize)]
-struct OomLine<'a> {
-    lmp: &'static str,
-    function_name: &'a str,
-    request_id: &'a str,
-    cause: &'static str,
-    utilization: Option<f64>,
-    invocation: ProfileSummary,
-    previous: Option<&'a ProfileSummary>,
-}
-
-#[derive(Serialize)]
-struct RightSizeLine<'a> {
-    lmp: &'static str,
-    function_name: &'a str,
-    memory_size_mb: u32,
-    peak_mb: f64,
-    peak_source: &'static str,
-    recommended_mb: u32,
-    invocations_per_month: Option<f64>,
-    monthly_saving_usd: Option<f64>,
-    cpu_note: Option<&'a str>,
 }
 
 /// Running state of the analysis for one execution environment.

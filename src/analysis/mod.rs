@@ -5,6 +5,7 @@
 
 pub mod environment;
 pub mod leak;
+mod lines;
 pub mod oom;
 pub mod rightsize;
 pub mod sites;
