@@ -61,7 +61,6 @@ def run(opt: Path, example: str, variant: str) -> dict:
         "LMP_SINK": "emf",
         # One EMF line per invocation, before the extension's next /next: complete at SHUTDOWN.
         "LMP_FLUSH": "end",
-        "LMP_SAMPLE_RATE": "1",
         "SPOOL_DIR": str(opt.parent / f"spool-{variant}"),
     }.items():
         cmd += ["--env", f"{k}={v}"]
