@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 # Python folders that exist in this checkout (ruff fails on a missing path).
 PY_DIRS := $(wildcard layer tests bench examples scripts demo)
 
-.PHONY: demo all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean
+.PHONY: demo all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean fuzz
 
 all: build
 
@@ -62,6 +62,14 @@ bench: venv localstack layer
 	$(VPY) bench/decorator_overhead.py --rounds 30 > build/bench/decorator.md
 
 test: lint rust-test py-test py-test-matrix examples-test layer-test check-template
+
+# Every parser of outside input (intake datagram, telemetry batch, /proc text, Extensions API
+# event, configuration, the limits) for 1,000,000 generated cases each (the Python configuration
+# parsers, with hypothesis, 100,000); `make test` runs 256 (100).
+# (No coverage-guided fuzzer: cargo-fuzz needs a nightly toolchain, which this machine lacks.)
+fuzz: venv
+	PROPTEST_CASES=1000000 cargo test --release -p lambda-memory-profiler --test parsers_prop
+	$(VPY) -m pytest -q tests/python/test_config_prop.py --hypothesis-profile=fuzz
 
 clean:
 	cargo clean

@@ -19,6 +19,7 @@ use crate::invocation::{InvocationProfile, Join, JoinConfig, SourceEvent};
 use crate::lifecycle::{ExtensionClient, LifecycleError, NextEvent, Subscription};
 use crate::metrics::{self, Dimensions};
 use crate::sinks::{self, cloudwatch::CloudWatchSink, Command, Sink};
+use crate::sources::limits::Limits;
 use crate::sources::{intake, telemetry};
 use crate::stats::Counters;
 
@@ -51,6 +52,12 @@ struct Agent {
     function_name: String,
     counters: Arc<Counters>,
     evicted_seen: u64,
+    /// `join.stats.untrusted` already added to the counters.
+    untrusted_seen: u64,
+    /// What the platform can produce: figures outside it never reach the join.
+    limits: Limits,
+    /// The INVOKE ids the intake reads `/proc` for.
+    current_invocations: Arc<intake::CurrentInvocations>,
     /// The runtime process the decorator reported, watched while an `end` flush waits for it.
     runtime_pid: Option<u32>,
     /// Leak, out-of-memory and right-size rules over the completed profiles.
@@ -69,9 +76,23 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
     let reg = register_with_retry(&mut client, &name).await?;
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL);
+    let current_invocations = Arc::new(intake::CurrentInvocations::default());
     match intake::bind(cfg.intake_port).await {
-        Ok(sock) => {
-            tokio::spawn(intake::run(sock, tx.clone(), counters.clone()));
+        Ok((sock, granted)) => {
+            if granted < intake::RECEIVE_BUFFER {
+                tracing::info!(
+                    granted,
+                    asked = intake::RECEIVE_BUFFER,
+                    "intake receive buffer capped by net.core.rmem_max; bursts may drop records (counted)"
+                );
+            }
+            counters.watch_intake_port(cfg.intake_port);
+            tokio::spawn(intake::run(
+                sock,
+                tx.clone(),
+                counters.clone(),
+                current_invocations.clone(),
+            ));
         }
         Err(e) => tracing::error!(port = cfg.intake_port, error = %e,
             "cannot bind the intake; continuing without decorator data"),
@@ -129,6 +150,8 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
         configured_memory_mb,
     );
     let mut agent = Agent {
+        current_invocations,
+        limits: Limits::for_memory(configured_memory_mb),
         analysis,
         policy: FlushPolicy::new(cfg.flush),
         cfg,
@@ -137,6 +160,7 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
         function_name,
         counters,
         evicted_seen: 0,
+        untrusted_seen: 0,
         runtime_pid: None,
     };
     agent.event_loop(client, &mut rx).await;
@@ -231,6 +255,7 @@ impl Agent {
                         Ok(NextEvent::Invoke { request_id, deadline_ms }) => {
                             next_errors = 0;
                             let now = Instant::now();
+                            self.current_invocations.started(&request_id);
                             let done = self.join.on_invoke(&request_id, now, epoch_ms());
                             self.publish(done).await;
                             self.policy.on_invoke(now);
@@ -262,8 +287,7 @@ impl Agent {
                     }
                 }
                 Some(ev) = rx.recv() => {
-                    self.note_runtime_pid(&ev);
-                    let done = self.join.on_event(ev, Instant::now(), epoch_ms());
+                    let done = self.accept(ev);
                     self.publish(done).await;
                 }
                 // Wakes the loop to notice a runtime that died mid-invocation (no record comes).
@@ -306,11 +330,22 @@ impl Agent {
         !has_signal || self.join.finished(request_id) || self.runtime_gone()
     }
 
+    /// One event from a source: its impossible figures dropped (counted), then joined.
+    fn accept(&mut self, mut ev: SourceEvent) -> Vec<InvocationProfile> {
+        let cut = self.limits.sanitize(&mut ev);
+        if cut > 0 {
+            Counters::add(&self.counters.values_out_of_range, cut);
+        }
+        self.note_runtime_pid(&ev);
+        self.join.on_event(ev, Instant::now(), epoch_ms())
+    }
+
     fn note_runtime_pid(&mut self, ev: &SourceEvent) {
+        // A record's pid counts once it joined an invocation (see `publish`): anything can
+        // send a datagram with an invented one.
         let pid = match ev {
             SourceEvent::DecoratorHello { pid } => *pid,
-            SourceEvent::Decorator { record, .. } => record.pid,
-            SourceEvent::Telemetry(_) => None,
+            SourceEvent::Decorator { .. } | SourceEvent::Telemetry(_) => None,
         };
         if pid.is_some() {
             self.runtime_pid = pid;
@@ -329,11 +364,22 @@ impl Agent {
             Counters::add(&self.counters.profiles_evicted, evicted - self.evicted_seen);
             self.evicted_seen = evicted;
         }
+        let untrusted = self.join.stats.untrusted;
+        if untrusted > self.untrusted_seen {
+            Counters::add(
+                &self.counters.records_untrusted,
+                untrusted - self.untrusted_seen,
+            );
+            self.untrusted_seen = untrusted;
+        }
         if profiles.is_empty() {
             return;
         }
         let mut datums = Vec::new();
         for p in &profiles {
+            if let Some(pid) = p.decorator.as_deref().and_then(|d| d.pid) {
+                self.runtime_pid = Some(pid);
+            }
             if let Some(line) = metrics::top_sites_line(p, &self.function_name) {
                 sinks::print_line(&line);
             }
@@ -386,9 +432,22 @@ impl Agent {
         let left = deadline_ms.saturating_sub(epoch_ms() + margin);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(left);
         tracing::info!(%reason, budget_ms = left, pending = self.join.pending_len(), "shutdown");
+        // Let the intake read what is still queued in its socket (briefly): unread datagrams
+        // would be neither joined nor counted.
+        let drain_until =
+            tokio::time::Instant::now() + INTAKE_DRAIN_WAIT.min(Duration::from_millis(left / 4));
+        while self.counters.intake_queued_bytes().is_some_and(|b| b > 0)
+            && tokio::time::Instant::now() < drain_until
+        {
+            while let Ok(ev) = rx.try_recv() {
+                let done = self.accept(ev);
+                self.publish(done).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Whatever the sources already delivered.
         while let Ok(ev) = rx.try_recv() {
-            let done = self.join.on_event(ev, Instant::now(), epoch_ms());
+            let done = self.accept(ev);
             self.publish(done).await;
         }
         // The last invocation's report arrives now: wait for it, briefly.
@@ -397,7 +456,7 @@ impl Agent {
         while self.join.awaiting_reports() {
             match tokio::time::timeout_at(wait_until, rx.recv()).await {
                 Ok(Some(ev)) => {
-                    let done = self.join.on_event(ev, Instant::now(), epoch_ms());
+                    let done = self.accept(ev);
                     self.publish(done).await;
                 }
                 _ => break,
@@ -406,13 +465,25 @@ impl Agent {
         let rest = self.join.drain();
         self.publish(rest).await;
         self.flush_and_wait(Some(deadline)).await;
+        let c = &self.counters;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         tracing::info!(
-            dropped = self.counters.dropped_total(),
-            received = self.counters.intake_received.load(Ordering::Relaxed),
+            dropped = c.dropped_total(),
+            received = n(&c.intake_received),
+            malformed =
+                n(&c.intake_malformed) + n(&c.intake_oversized) + n(&c.intake_unknown_version),
+            untrusted = n(&c.records_untrusted),
+            out_of_range = n(&c.values_out_of_range),
+            kernel_drops = n(&c.intake_kernel_drops),
+            channel_full = n(&c.events_channel_full),
+            values_lost = n(&c.datums_dropped),
             "flushed; exiting"
         );
     }
 }
+
+/// Longest wait at SHUTDOWN for the intake to read what its socket still holds.
+const INTAKE_DRAIN_WAIT: Duration = Duration::from_millis(300);
 
 /// How long an end-of-invoke flush may hold `/next`: a slow sink must not stretch every
 /// invocation (the flush goes on in the worker after `/next`).

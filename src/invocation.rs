@@ -65,6 +65,8 @@ pub struct JoinStats {
     pub evicted: u64,
     /// Entries with no data at all that expired (nothing to publish).
     pub discarded_empty: u64,
+    /// Events for a request id that no INVOKE event named: never joined, never published.
+    pub untrusted: u64,
 }
 
 struct Pending {
@@ -73,12 +75,28 @@ struct Pending {
     created_seq: u64,
 }
 
+/// An event whose request id no INVOKE event has named yet. The decorator's record can overtake
+/// its INVOKE in the extension's own loop (both arrive at once for a fast handler), so it waits
+/// here; one that no INVOKE claims in time was not a real invocation's.
+struct Parked {
+    event: SourceEvent,
+    created: Instant,
+    created_seq: u64,
+}
+
+/// Events waiting for their INVOKE at most; beyond it the oldest is dropped (and counted), so
+/// records with invented request ids can never fill the join table.
+const MAX_PARKED: usize = 16;
+
 /// The join table.
 pub struct Join {
     cfg: JoinConfig,
     pending: VecDeque<Pending>,
     /// Ids already published, so a straggler (a late report) does not publish twice.
     recent: VecDeque<String>,
+    /// Ids the Extensions API named in INVOKE events, newest last (bounded).
+    invoked: VecDeque<String>,
+    parked: VecDeque<Parked>,
     invoke_seq: u64,
     telemetry_active: bool,
     decorator_seen: bool,
@@ -98,6 +116,8 @@ impl Join {
             },
             pending: VecDeque::new(),
             recent: VecDeque::new(),
+            invoked: VecDeque::new(),
+            parked: VecDeque::new(),
             invoke_seq: 0,
             telemetry_active: true,
             decorator_seen: false,
@@ -138,7 +158,7 @@ impl Join {
             })
     }
 
-    /// An INVOKE event from the Extensions API.
+    /// An INVOKE event from the Extensions API: the only source that makes a request id real.
     pub fn on_invoke(
         &mut self,
         request_id: &str,
@@ -146,17 +166,34 @@ impl Join {
         epoch_ms: u64,
     ) -> Vec<InvocationProfile> {
         self.invoke_seq += 1;
+        if self.invoked.len() >= 2 * self.cfg.max_pending {
+            self.invoked.pop_front();
+        }
+        self.invoked.push_back(request_id.to_string());
         let mut out = Vec::new();
         if let Some(i) = self.entry(request_id, now, epoch_ms, &mut out) {
             if self.invoke_seq == 1 {
                 self.pending[i].profile.first_in_environment = true;
             }
         }
+        // Events that arrived before their INVOKE.
+        let mut i = 0;
+        while i < self.parked.len() {
+            if event_request_id(&self.parked[i].event) == Some(request_id) {
+                if let Some(p) = self.parked.remove(i) {
+                    self.apply(p.event, now, epoch_ms, &mut out);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out.extend(self.take_complete());
         out.extend(self.sweep(now));
         out
     }
 
-    /// An event from telemetry or the intake.
+    /// An event from telemetry or the intake. One for a request id no INVOKE named waits (a
+    /// little) for its INVOKE; one for an id already published is a straggler and ignored.
     pub fn on_event(
         &mut self,
         ev: SourceEvent,
@@ -164,12 +201,46 @@ impl Join {
         epoch_ms: u64,
     ) -> Vec<InvocationProfile> {
         let mut out = Vec::new();
+        match event_request_id(&ev) {
+            Some(id) if !id.is_empty() && !self.is_invoked(id) && !self.is_published(id) => {
+                if self.parked.len() >= MAX_PARKED {
+                    self.parked.pop_front();
+                    self.stats.untrusted += 1;
+                }
+                self.parked.push_back(Parked {
+                    event: ev,
+                    created: now,
+                    created_seq: self.invoke_seq,
+                });
+            }
+            _ => self.apply(ev, now, epoch_ms, &mut out),
+        }
+        out.extend(self.take_complete());
+        out
+    }
+
+    fn is_invoked(&self, request_id: &str) -> bool {
+        self.invoked.iter().rev().any(|r| r == request_id)
+    }
+
+    fn is_published(&self, request_id: &str) -> bool {
+        self.recent.iter().rev().any(|r| r == request_id)
+    }
+
+    /// Puts an event's figures into its profile.
+    fn apply(
+        &mut self,
+        ev: SourceEvent,
+        now: Instant,
+        epoch_ms: u64,
+        out: &mut Vec<InvocationProfile>,
+    ) {
         match ev {
             SourceEvent::DecoratorHello { .. } => self.decorator_seen = true,
             SourceEvent::Decorator { record, proc_mem } => {
                 self.decorator_seen = true;
                 let id = record.request_id.clone();
-                if let Some(i) = self.entry(&id, now, epoch_ms, &mut out) {
+                if let Some(i) = self.entry(&id, now, epoch_ms, out) {
                     let p = &mut self.pending[i].profile;
                     p.decorator = Some(record);
                     p.runtime_proc = proc_mem;
@@ -177,28 +248,33 @@ impl Join {
             }
             SourceEvent::Telemetry(TelemetryEvent::Report(r)) => {
                 let id = r.request_id.clone();
-                if let Some(i) = self.entry(&id, now, epoch_ms, &mut out) {
+                if let Some(i) = self.entry(&id, now, epoch_ms, out) {
                     self.pending[i].profile.report = Some(r);
                 }
             }
             SourceEvent::Telemetry(TelemetryEvent::RuntimeDone(r)) => {
                 let id = r.request_id.clone();
-                if let Some(i) = self.entry(&id, now, epoch_ms, &mut out) {
+                if let Some(i) = self.entry(&id, now, epoch_ms, out) {
                     self.pending[i].profile.runtime_done = Some(r);
                 }
             }
             SourceEvent::Telemetry(TelemetryEvent::Start { request_id }) => {
-                self.entry(&request_id, now, epoch_ms, &mut out);
+                self.entry(&request_id, now, epoch_ms, out);
             }
             SourceEvent::Telemetry(_) => {}
         }
-        out.extend(self.take_complete());
-        out
     }
 
     /// Publishes incomplete profiles that waited long enough.
     pub fn sweep(&mut self, now: Instant) -> Vec<InvocationProfile> {
         let mut out = Vec::new();
+        let before = self.parked.len();
+        let (seq, timeout) = (self.invoke_seq, self.cfg.pending_timeout);
+        self.parked.retain(|p| {
+            seq.saturating_sub(p.created_seq) < LATER_INVOKES
+                || now.saturating_duration_since(p.created) < timeout
+        });
+        self.stats.untrusted += (before - self.parked.len()) as u64;
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];
@@ -216,8 +292,11 @@ impl Join {
         out
     }
 
-    /// SHUTDOWN: everything left, incomplete ones flagged partial.
+    /// SHUTDOWN: everything left, incomplete ones flagged partial; events no INVOKE claimed are
+    /// dropped (counted).
     pub fn drain(&mut self) -> Vec<InvocationProfile> {
+        self.stats.untrusted += self.parked.len() as u64;
+        self.parked.clear();
         let mut out = self.take_complete();
         while let Some(p) = self.pending.pop_front() {
             self.stats.expired += 1;
@@ -305,6 +384,17 @@ impl Join {
             created_seq: self.invoke_seq,
         });
         Some(self.pending.len() - 1)
+    }
+}
+
+/// The request id an event is about, when it is about one.
+fn event_request_id(ev: &SourceEvent) -> Option<&str> {
+    match ev {
+        SourceEvent::Decorator { record, .. } => Some(&record.request_id),
+        SourceEvent::Telemetry(TelemetryEvent::Report(r)) => Some(&r.request_id),
+        SourceEvent::Telemetry(TelemetryEvent::RuntimeDone(r)) => Some(&r.request_id),
+        SourceEvent::Telemetry(TelemetryEvent::Start { request_id }) => Some(request_id),
+        _ => None,
     }
 }
 
@@ -449,14 +539,54 @@ mod tests {
         let t = Instant::now();
         let mut j = Join::new(cfg(2));
         j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
+        j.on_invoke("a", t, 0);
         j.on_event(record("a"), t, 0);
+        j.on_invoke("b", t, 0);
         j.on_event(record("b"), t, 0);
-        let out = j.on_event(record("c"), t, 0);
+        let out = j.on_invoke("c", t, 0);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].request_id, "a");
         assert!(out[0].partial);
         assert_eq!(j.stats.evicted, 1);
         assert_eq!(j.pending_len(), 2);
+    }
+
+    #[test]
+    fn records_no_invoke_named_are_never_published_nor_push_real_ones_out() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(4));
+        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
+        let mut out = j.on_invoke("real-1", t, 0);
+        for k in 0..1000 {
+            out.extend(j.on_event(record(&format!("fake-{k}")), t, 0));
+            out.extend(j.on_event(report(&format!("fake-{k}")), t, 0));
+        }
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(j.pending_len(), 1, "only the real invocation waits");
+        out.extend(j.on_event(record("real-1"), t, 0));
+        out.extend(j.on_event(report("real-1"), t, 0));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request_id, "real-1");
+        assert!(!out[0].partial);
+        let later = t + Duration::from_secs(1);
+        j.on_invoke("real-2", later, 0);
+        j.on_invoke("real-3", later, 0);
+        j.drain();
+        assert_eq!(j.stats.untrusted, 2000, "every fake event counted");
+        assert_eq!(j.stats.evicted, 0);
+    }
+
+    #[test]
+    fn a_record_that_overtakes_its_invoke_is_joined() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(4));
+        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
+        assert!(j.on_event(record("a"), t, 0).is_empty());
+        assert!(j.on_event(report("a"), t, 0).is_empty());
+        let out = j.on_invoke("a", t, 0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].decorator.is_some() && out[0].report.is_some() && !out[0].partial);
+        assert_eq!(j.stats.untrusted, 0);
     }
 
     #[test]

@@ -81,10 +81,24 @@ metric_table! {
     InvocationsToOutOfMemory, Count, "analysis", "while a leak stands: invocations until the memory size at the current slope";
     RecommendedMemorySize, Megabytes, "analysis", "smallest memory size with headroom";
     ExtensionRss, Bytes, "extension", "the extension's own RSS";
-    RecordsDropped, Count, "extension", "records dropped (malformed, oversized, buffer full)";
+    RecordsDropped, Count, "extension", "records dropped (malformed, oversized, unknown request id, out of range, kernel queue full, buffer full)";
 }
 
+/// Largest magnitude CloudWatch accepts (PutMetricData rejects the whole request otherwise).
+pub const MAX_VALUE: f64 = 2.348_542_582_773_833e108; // 2^360
+
 impl Metric {
+    /// Metrics whose values may be negative (a heap that shrank); every other is a size, a
+    /// count, a share or a duration.
+    pub fn signed(self) -> bool {
+        matches!(self, Metric::HeapGrowthPerInvoke | Metric::PythonHeapGrowth)
+    }
+
+    /// A value CloudWatch accepts and this metric can take.
+    pub fn accepts(self, value: f64) -> bool {
+        value.is_finite() && value.abs() <= MAX_VALUE && (self.signed() || value >= 0.0)
+    }
+
     pub fn def(self) -> &'static MetricDef {
         // ok: METRICS is generated from the same list as the enum, so every index exists.
         &METRICS[self as usize]
@@ -131,7 +145,7 @@ struct DatumsAt {
 
 impl DatumsAt {
     fn push(&mut self, metric: Metric, value: Option<f64>) {
-        if let Some(value) = value.filter(|v| v.is_finite()) {
+        if let Some(value) = value.filter(|v| metric.accepts(*v)) {
             self.out.push(Datum {
                 metric,
                 value,

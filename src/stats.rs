@@ -13,6 +13,16 @@ pub struct Counters {
     pub telemetry_unparsed: AtomicU64,
     pub telemetry_received: AtomicU64,
     pub events_channel_full: AtomicU64,
+    /// Records and telemetry events for request ids that no INVOKE event named.
+    pub records_untrusted: AtomicU64,
+    /// Figures outside what the platform can produce, dropped from their record before the join
+    /// (figures, not records: logged, not in `RecordsDropped`).
+    pub values_out_of_range: AtomicU64,
+    /// Datagrams the kernel dropped from the intake socket's full receive queue (its own
+    /// running total, from `/proc/net/udp`).
+    pub intake_kernel_drops: AtomicU64,
+    /// The intake's port, once bound (0: none), for reading its kernel drop count.
+    intake_port: AtomicU64,
     /// Profiles pushed out of a full join table (still published, flagged partial).
     pub profiles_evicted: AtomicU64,
     pub datums_dropped: AtomicU64,
@@ -27,6 +37,35 @@ impl Counters {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Follow the kernel's drop count of the intake socket on `port`.
+    pub fn watch_intake_port(&self, port: u16) {
+        self.intake_port.store(u64::from(port), Ordering::Relaxed);
+    }
+
+    /// Reads the kernel's drop count of the intake socket (a running total, so the largest
+    /// reading is kept). Cheap enough for every flush, not for every datagram.
+    pub fn refresh_kernel_drops(&self) {
+        let port = self.intake_port.load(Ordering::Relaxed);
+        let Ok(port) = u16::try_from(port) else {
+            return;
+        };
+        if port == 0 {
+            return;
+        }
+        if let Some(drops) = crate::sources::procfs::udp_drops(port) {
+            self.intake_kernel_drops.fetch_max(drops, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes still queued in the intake socket (not yet read), when it is watched.
+    pub fn intake_queued_bytes(&self) -> Option<u64> {
+        let port = u16::try_from(self.intake_port.load(Ordering::Relaxed)).ok()?;
+        (port != 0)
+            .then(|| crate::sources::procfs::udp_socket(port))
+            .flatten()
+            .map(|s| s.queued_bytes)
+    }
+
     /// Total of every kind of drop so far (evicted profiles are published, so not counted).
     pub fn dropped_total(&self) -> u64 {
         [
@@ -35,6 +74,8 @@ impl Counters {
             &self.intake_unknown_version,
             &self.telemetry_unparsed,
             &self.events_channel_full,
+            &self.records_untrusted,
+            &self.intake_kernel_drops,
             &self.datums_dropped,
         ]
         .iter()

@@ -86,7 +86,13 @@ pub async fn worker(
     let mut warn = RateLimiter::new(Duration::from_secs(60));
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Command::Data(d) => {
+            Command::Data(mut d) => {
+                // The last guard: one value CloudWatch rejects would lose its whole request.
+                let before = d.len();
+                d.retain(|x| x.metric.accepts(x.value));
+                if d.len() < before {
+                    Counters::add(&counters.values_out_of_range, (before - d.len()) as u64);
+                }
                 let room = buffer_max.saturating_sub(buf.len());
                 if d.len() > room {
                     let lost = (d.len() - room) as u64;
@@ -115,6 +121,7 @@ async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, repor
     if buf.is_empty() {
         return;
     }
+    counters.refresh_kernel_drops();
     let dropped = counters.dropped_total();
     let now_ms = crate::epoch_ms();
     let mut data = std::mem::take(buf);

@@ -119,6 +119,9 @@ pub enum IntakeError {
     Oversized(usize),
     #[error("malformed record: {0}")]
     Malformed(String),
+    /// Not JSON at all: no message is built (a flood of these must cost little).
+    #[error("not JSON (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
     #[error("unsupported protocol version {0}")]
     UnknownVersion(String),
     #[error("unknown record kind {0:?}")]
@@ -137,7 +140,10 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
         return Err(IntakeError::Oversized(bytes.len()));
     }
     let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| IntakeError::NotJson {
+            line: e.line(),
+            column: e.column(),
+        })?;
     let obj = value
         .as_object()
         .ok_or_else(|| IntakeError::Malformed("not a JSON object".into()))?;
@@ -170,14 +176,60 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
     }
 }
 
-/// Binds the intake socket on 127.0.0.1 only.
-pub async fn bind(port: u16) -> std::io::Result<UdpSocket> {
-    UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, port)).await
+/// Receive buffer asked for: a burst of records (a handler's sub-millisecond invocations, a
+/// flood) waits in the kernel while the extension is busy. The kernel's default (~208 KiB) holds
+/// about 200 records; the kernel caps the request at `net.core.rmem_max`.
+pub const RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds the intake socket on 127.0.0.1 only, with a receive buffer sized for bursts; returns
+/// it and the buffer the kernel granted.
+pub async fn bind(port: u16) -> std::io::Result<(UdpSocket, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // A refused size is not fatal: the default buffer still works, with more drops.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    socket.bind(&std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)).into())?;
+    socket.set_nonblocking(true)?;
+    Ok((UdpSocket::from_std(socket.into())?, granted))
+}
+
+/// The request ids of the last few INVOKE events, shared with the intake so that it reads the
+/// runtime's `/proc` (a dozen microseconds) only for a record of a real invocation: a flood of
+/// forged records must not cost that each.
+#[derive(Debug, Default)]
+pub struct CurrentInvocations(std::sync::Mutex<std::collections::VecDeque<String>>);
+
+/// INVOKE ids kept for the intake: an invocation's record arrives during it or the next.
+const CURRENT_INVOCATIONS: usize = 4;
+
+impl CurrentInvocations {
+    /// An INVOKE event named `request_id`.
+    pub fn started(&self, request_id: &str) {
+        if let Ok(mut ids) = self.0.lock() {
+            if ids.len() >= CURRENT_INVOCATIONS {
+                ids.pop_front();
+            }
+            ids.push_back(request_id.to_owned());
+        }
+    }
+
+    fn contains(&self, request_id: &str) -> bool {
+        self.0
+            .lock()
+            .map(|ids| ids.iter().any(|id| id == request_id))
+            .unwrap_or(false)
+    }
 }
 
 /// Receives datagrams forever, forwarding typed events. Never returns an error: every failure is
 /// counted and logged (rate-limited).
-pub async fn run(socket: UdpSocket, tx: mpsc::Sender<SourceEvent>, counters: Arc<Counters>) {
+pub async fn run(
+    socket: UdpSocket,
+    tx: mpsc::Sender<SourceEvent>,
+    counters: Arc<Counters>,
+    current: Arc<CurrentInvocations>,
+) {
     // One byte more than the limit, so an oversized datagram is detectable (recv truncates).
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut warn = RateLimiter::new(Duration::from_secs(60));
@@ -202,7 +254,10 @@ pub async fn run(socket: UdpSocket, tx: mpsc::Sender<SourceEvent>, counters: Arc
             Ok(IntakeRecord::Invocation(record)) => {
                 Counters::incr(&counters.intake_received);
                 // Sample the runtime's /proc now: the handler just returned.
-                let proc_mem = record.pid.and_then(procfs::read_pid);
+                let proc_mem = record
+                    .pid
+                    .filter(|_| current.contains(&record.request_id))
+                    .and_then(procfs::read_pid);
                 SourceEvent::Decorator { record, proc_mem }
             }
             Err(e) => {
@@ -211,7 +266,9 @@ pub async fn run(socket: UdpSocket, tx: mpsc::Sender<SourceEvent>, counters: Arc
                     IntakeError::UnknownVersion(_) | IntakeError::UnknownKind(_) => {
                         &counters.intake_unknown_version
                     }
-                    IntakeError::Malformed(_) => &counters.intake_malformed,
+                    IntakeError::Malformed(_) | IntakeError::NotJson { .. } => {
+                        &counters.intake_malformed
+                    }
                 };
                 Counters::incr(c);
                 if let Some(s) = warn.check(Instant::now()) {
@@ -327,7 +384,10 @@ mod tests {
             b"",
         ] {
             assert!(
-                matches!(parse_datagram(bad), Err(IntakeError::Malformed(_))),
+                matches!(
+                    parse_datagram(bad),
+                    Err(IntakeError::Malformed(_) | IntakeError::NotJson { .. })
+                ),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -354,12 +414,16 @@ mod tests {
 
     #[tokio::test]
     async fn receiver_counts_garbage_and_forwards_records() {
-        let sock = bind(0).await.unwrap();
+        let (sock, granted) = bind(0).await.unwrap();
+        // Linux reports twice what it grants; at least the kernel's default either way.
+        assert!(granted >= 200 * 1024, "receive buffer {granted}");
         let addr = sock.local_addr().unwrap();
         assert!(addr.ip().is_loopback());
         let (tx, mut rx) = mpsc::channel(8);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(sock, tx, counters.clone()));
+        let current = Arc::new(CurrentInvocations::default());
+        current.started("8f3c0d1e-1b7a-4f0a-9c55-3b1c7a0e2d11");
+        tokio::spawn(run(sock, tx, counters.clone(), current));
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client.send_to(b"garbage", addr).unwrap();
         client

@@ -55,6 +55,48 @@ pub fn read_pid(pid: u32) -> Option<ProcMemory> {
     read_status(Path::new(&format!("/proc/{pid}/status")))
 }
 
+/// The state of one UDP socket as `/proc/net/udp` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSocketState {
+    /// Bytes waiting in the receive queue.
+    pub queued_bytes: u64,
+    /// Datagrams the kernel dropped (a full receive queue among the causes), since creation.
+    pub drops: u64,
+}
+
+/// The state of the UDP socket bound to 127.0.0.1:`port`, in the `/proc/net/udp` text.
+pub fn parse_udp_socket(text: &str, port: u16) -> Option<UdpSocketState> {
+    let local = format!("0100007F:{port:04X}");
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.len() < 13 {
+            return None;
+        }
+        // `tx_queue:rx_queue`, both hexadecimal.
+        let (_, rx) = fields.get(4)?.split_once(':')?;
+        Some(UdpSocketState {
+            queued_bytes: u64::from_str_radix(rx, 16).ok()?,
+            drops: fields.last()?.parse().ok()?,
+        })
+    })
+}
+
+/// The drop count of the UDP socket bound to 127.0.0.1:`port`, in the `/proc/net/udp` text.
+pub fn parse_udp_drops(text: &str, port: u16) -> Option<u64> {
+    parse_udp_socket(text, port).map(|s| s.drops)
+}
+
+/// The state of this process's UDP socket on 127.0.0.1:`port`.
+pub fn udp_socket(port: u16) -> Option<UdpSocketState> {
+    let text = std::fs::read_to_string("/proc/self/net/udp").ok()?;
+    parse_udp_socket(&text, port)
+}
+
+/// The kernel's drop count of this process's UDP socket on 127.0.0.1:`port`.
+pub fn udp_drops(port: u16) -> Option<u64> {
+    udp_socket(port).map(|s| s.drops)
+}
+
 /// Memory figures of this process.
 pub fn read_self() -> Option<ProcMemory> {
     read_status(Path::new("/proc/self/status"))
@@ -96,6 +138,44 @@ mod tests {
             parse_status("VmRSS:\nVmHWM: 99999999999999999999999 kB"),
             ProcMemory::default()
         );
+    }
+
+    #[test]
+    fn udp_drops_are_read_for_the_intake_port_only() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            1: 0100007F:1093 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1234 2 0000000000000000 17\n\
+            2: 00000000:1093 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1235 2 0000000000000000 99\n";
+        assert_eq!(parse_udp_drops(text, 4243), Some(17));
+        assert_eq!(
+            parse_udp_socket(
+                "h\n 1: 0100007F:1093 00000000:0000 07 00000000:00000A00 00:00000000 00000000 0 0 1 2 0 3\n",
+                4243
+            ),
+            Some(UdpSocketState {
+                queued_bytes: 0xA00,
+                drops: 3
+            })
+        );
+        assert_eq!(parse_udp_drops(text, 4244), None);
+        assert_eq!(parse_udp_drops("", 4243), None);
+        assert_eq!(
+            parse_udp_drops("header\n1: 0100007F:1093 x drops", 4243),
+            None
+        );
+    }
+
+    #[test]
+    fn kernel_drops_of_a_flooded_socket_are_seen() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let datagram = vec![b'x'; 8192];
+        // Nobody reads: the default receive queue overflows.
+        for _ in 0..2000 {
+            let _ = client.send_to(&datagram, ("127.0.0.1", port));
+        }
+        let drops = udp_drops(port).expect("the socket is listed");
+        assert!(drops > 0, "drops {drops}");
     }
 
     #[test]
