@@ -58,6 +58,9 @@ pub struct Config {
     pub storage_resolution: u8,
     /// `LMP_SHUTDOWN_MARGIN_MS`: time kept free before SHUTDOWN's deadline. Default 300.
     pub shutdown_margin: Duration,
+    /// `LMP_END_FLUSH_BUDGET_MS`: how long an `end` flush may hold an invocation (billed time)
+    /// before it goes on in the background. Default 100.
+    pub end_flush_budget: Duration,
     /// `LMP_LOG_LEVEL`: `error`, `warn`, `info` (default), `debug`, `trace`.
     pub log_level: tracing::Level,
     /// Leak rule: `LMP_LEAK_WINDOW` (warm invocations judged, default 40), `LMP_LEAK_WARMUP`
@@ -86,6 +89,7 @@ impl Default for Config {
             telemetry_timeout_ms: 50,
             storage_resolution: 60,
             shutdown_margin: Duration::from_millis(300),
+            end_flush_budget: Duration::from_millis(100),
             log_level: tracing::Level::INFO,
             leak: crate::analysis::leak::LeakConfig::default(),
             rightsize: crate::analysis::rightsize::RightSizeConfig::default(),
@@ -205,6 +209,10 @@ impl Config {
             c.shutdown_margin = Duration::from_millis(parse_range(v, 0, 1900)?);
             Ok(())
         });
+        apply("LMP_END_FLUSH_BUDGET_MS", &mut |v| {
+            c.end_flush_budget = Duration::from_millis(parse_range(v, 10, 5000)?);
+            Ok(())
+        });
         apply("LMP_LOG_LEVEL", &mut |v| {
             c.log_level = v
                 .parse::<tracing::Level>()
@@ -316,6 +324,7 @@ mod tests {
             ("LMP_TELEMETRY_TIMEOUT_MS", "25"),
             ("LMP_STORAGE_RESOLUTION", "1"),
             ("LMP_SHUTDOWN_MARGIN_MS", "150"),
+            ("LMP_END_FLUSH_BUDGET_MS", "250"),
             ("LMP_LOG_LEVEL", "debug"),
         ]);
         assert!(w.is_empty(), "{w:?}");
@@ -330,6 +339,7 @@ mod tests {
         assert_eq!(c.telemetry_timeout_ms, 25);
         assert_eq!(c.storage_resolution, 1);
         assert_eq!(c.shutdown_margin, Duration::from_millis(150));
+        assert_eq!(c.end_flush_budget, Duration::from_millis(250));
         assert_eq!(c.log_level, tracing::Level::DEBUG);
         assert_eq!(parse(&[("LMP_FLUSH", "end")]).0.flush, FlushMode::End);
     }

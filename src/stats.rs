@@ -26,6 +26,8 @@ pub struct Counters {
     /// Profiles pushed out of a full join table (still published, flagged partial).
     pub profiles_evicted: AtomicU64,
     pub datums_dropped: AtomicU64,
+    /// Metric values the sink holds, buffered or in a request not yet answered.
+    pub values_pending: AtomicU64,
 }
 
 impl Counters {

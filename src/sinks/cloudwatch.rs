@@ -155,12 +155,83 @@ pub struct SendReport {
     pub failed_values: u64,
 }
 
+/// Why a request failed, as the warnings group them (one warning per class per minute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureClass {
+    /// The endpoint did not answer in time.
+    Timeout,
+    /// No connection (no endpoint, DNS, TLS, refused).
+    Unreachable,
+    /// Throttled (HTTP 429 or a `Throttling` error code).
+    Throttled,
+    /// The service failed (HTTP 5xx).
+    ServerError,
+    /// The request was refused (HTTP 4xx other than throttling: credentials, permissions).
+    Refused,
+    Other,
+}
+
+impl FailureClass {
+    /// The class of a `PutMetricData` error.
+    pub fn of<E, R>(e: &aws_sdk_cloudwatch::error::SdkError<E, R>) -> Self
+    where
+        E: aws_sdk_cloudwatch::error::ProvideErrorMetadata,
+        R: std::fmt::Debug,
+    {
+        use aws_sdk_cloudwatch::error::SdkError;
+        match e {
+            SdkError::TimeoutError(_) => Self::Timeout,
+            SdkError::DispatchFailure(d) if d.is_timeout() => Self::Timeout,
+            SdkError::DispatchFailure(_) => Self::Unreachable,
+            SdkError::ServiceError(s) => {
+                let code = s.err().code().unwrap_or_default();
+                if code.contains("Throttl") {
+                    Self::Throttled
+                } else {
+                    Self::status_class(format!("{:?}", s.raw()).as_str())
+                }
+            }
+            SdkError::ResponseError(r) => Self::status_class(format!("{:?}", r.raw()).as_str()),
+            _ => Self::Other,
+        }
+    }
+
+    /// From a raw response's debug text (`status: 503`, ...), the only place the SDK's error
+    /// types expose it generically.
+    fn status_class(raw: &str) -> Self {
+        let status = raw
+            .split("status: ")
+            .nth(1)
+            .and_then(|t| t.get(..3))
+            .and_then(|t| t.parse::<u16>().ok());
+        match status {
+            Some(429) => Self::Throttled,
+            Some(500..=599) => Self::ServerError,
+            Some(400..=499) => Self::Refused,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Unreachable => "unreachable",
+            Self::Throttled => "throttled",
+            Self::ServerError => "server error",
+            Self::Refused => "refused",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// The sink: namespace, dimensions and the lazily built client.
 pub struct CloudWatchSink {
     namespace: String,
     dims: Dimensions,
     storage_resolution: u8,
     client: Option<Client>,
+    /// One warning per failure class per minute, with the number held back.
+    warnings: std::collections::HashMap<FailureClass, crate::stats::RateLimiter>,
 }
 
 impl CloudWatchSink {
@@ -170,6 +241,7 @@ impl CloudWatchSink {
             dims,
             storage_resolution,
             client: None,
+            warnings: std::collections::HashMap::new(),
         }
     }
 
@@ -222,11 +294,20 @@ impl CloudWatchSink {
                 Err(e) => {
                     report.failed_requests += 1;
                     report.failed_values += values;
-                    tracing::warn!(
-                        error = %DisplayErrorContext(&e),
-                        datums = batch.len(),
-                        "PutMetricData failed; values dropped"
-                    );
+                    let class = FailureClass::of(&e);
+                    let limiter = self
+                        .warnings
+                        .entry(class)
+                        .or_insert_with(|| crate::stats::RateLimiter::new(Duration::from_secs(60)));
+                    if let Some(suppressed) = limiter.check(std::time::Instant::now()) {
+                        tracing::warn!(
+                            class = class.as_str(),
+                            error = %DisplayErrorContext(&e),
+                            values,
+                            suppressed,
+                            "PutMetricData failed; values dropped (counted in RecordsDropped)"
+                        );
+                    }
                 }
             }
         }

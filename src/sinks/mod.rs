@@ -42,6 +42,7 @@ use crate::metrics::{self, Dimensions};
 use crate::sources::procfs;
 use crate::stats::{Counters, RateLimiter};
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -75,6 +76,10 @@ pub enum Command {
 pub const FLUSH_AT_VALUES: usize = 5_000;
 
 /// Owns the buffer and the sink; runs until the command channel closes.
+///
+/// A flush takes everything queued behind it (data and other flush requests) into one send, so
+/// that invocations held up by a slow endpoint go out together, in full requests, once it
+/// answers. `counters.values_pending` says how many values are buffered or in flight.
 pub async fn worker(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Command>,
@@ -86,34 +91,61 @@ pub async fn worker(
     let mut warn = RateLimiter::new(Duration::from_secs(60));
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Command::Data(mut d) => {
-                // The last guard: one value CloudWatch rejects would lose its whole request.
-                let before = d.len();
-                d.retain(|x| x.metric.accepts(x.value));
-                if d.len() < before {
-                    Counters::add(&counters.values_out_of_range, (before - d.len()) as u64);
-                }
-                let room = buffer_max.saturating_sub(buf.len());
-                if d.len() > room {
-                    let lost = (d.len() - room) as u64;
-                    Counters::add(&counters.datums_dropped, lost);
-                    if let Some(s) = warn.check(Instant::now()) {
-                        tracing::warn!(lost, suppressed = s, "metric buffer full; values dropped");
-                    }
-                }
-                buf.extend(d.into_iter().take(room));
+            Command::Data(d) => {
+                take_data(&mut buf, d, buffer_max, &counters, &mut warn);
                 if buf.len() >= FLUSH_AT_VALUES.min(buffer_max) {
                     flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;
                 }
             }
             Command::Flush(ack) => {
+                let mut acks: Vec<oneshot::Sender<()>> = ack.into_iter().collect();
+                while let Ok(more) = rx.try_recv() {
+                    match more {
+                        Command::Data(d) => {
+                            take_data(&mut buf, d, buffer_max, &counters, &mut warn)
+                        }
+                        Command::Flush(a) => acks.extend(a),
+                    }
+                }
                 flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;
-                if let Some(ack) = ack {
+                for ack in acks {
                     let _ = ack.send(());
                 }
             }
         }
+        counters
+            .values_pending
+            .store(buf.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// Adds values to the buffer: those CloudWatch would reject and those beyond its room are
+/// dropped and counted.
+fn take_data(
+    buf: &mut Vec<Datum>,
+    mut d: Vec<Datum>,
+    buffer_max: usize,
+    counters: &Counters,
+    warn: &mut RateLimiter,
+) {
+    // The last guard: one value CloudWatch rejects would lose its whole request.
+    let before = d.len();
+    d.retain(|x| x.metric.accepts(x.value));
+    if d.len() < before {
+        Counters::add(&counters.values_out_of_range, (before - d.len()) as u64);
+    }
+    let room = buffer_max.saturating_sub(buf.len());
+    if d.len() > room {
+        let lost = (d.len() - room) as u64;
+        Counters::add(&counters.datums_dropped, lost);
+        if let Some(s) = warn.check(Instant::now()) {
+            tracing::warn!(lost, suppressed = s, "metric buffer full; values dropped");
+        }
+    }
+    buf.extend(d.into_iter().take(room));
+    counters
+        .values_pending
+        .store(buf.len() as u64, Ordering::Relaxed);
 }
 
 async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, reported: &mut u64) {
@@ -131,6 +163,9 @@ async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, repor
         now_ms,
     ));
     *reported = dropped;
+    counters
+        .values_pending
+        .store(data.len() as u64, Ordering::Relaxed);
     match sink {
         Sink::Emf {
             namespace,
@@ -152,4 +187,5 @@ async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, repor
             );
         }
     }
+    counters.values_pending.store(0, Ordering::Relaxed);
 }
