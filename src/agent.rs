@@ -21,7 +21,7 @@ use crate::metrics::{self, Dimensions};
 use crate::sinks::{self, cloudwatch::CloudWatchSink, Command, Sink};
 use crate::sources::limits::Limits;
 use crate::sources::{intake, telemetry};
-use crate::stats::Counters;
+use crate::stats::{Counters, RateLimiter};
 
 type NextFuture = Pin<Box<dyn std::future::Future<Output = Result<NextEvent, LifecycleError>>>>;
 
@@ -240,6 +240,7 @@ impl Agent {
         let mut awaiting_end: Option<(String, tokio::time::Instant)> = None;
         let mut next_flush: Option<tokio::time::Instant> = None;
         let mut next_errors = 0u32;
+        let mut next_warn = RateLimiter::new(Duration::from_secs(60));
         loop {
             let end_deadline = awaiting_end.as_ref().map(|(_, d)| *d);
             tokio::select! {
@@ -279,7 +280,9 @@ impl Agent {
                         Err(e) => {
                             // Never exit before SHUTDOWN: back off and ask again.
                             next_errors = next_errors.saturating_add(1);
-                            tracing::warn!(error = %e, "event/next failed; retrying");
+                            if let Some(s) = next_warn.check(Instant::now()) {
+                                tracing::warn!(error = %e, suppressed = s, "event/next failed; retrying");
+                            }
                             let backoff = 50u64 << next_errors.min(5);
                             tokio::time::sleep(Duration::from_millis(backoff)).await;
                             next = Some(arm(&client));

@@ -28,6 +28,7 @@ def handler(event, context):
 #[derive(Clone, Copy)]
 enum Mode {
     ServerError,
+    Throttled,
     Slow,
 }
 
@@ -52,7 +53,10 @@ async fn stand_in(mode: Mode) -> (u16, Arc<AtomicU64>) {
                             tokio::time::sleep(Duration::from_secs(8)).await;
                         }
                         let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
-                        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        *resp.status_mut() = match mode {
+                            Mode::Throttled => StatusCode::TOO_MANY_REQUESTS,
+                            _ => StatusCode::INTERNAL_SERVER_ERROR,
+                        };
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
@@ -142,19 +146,38 @@ async fn a_slow_cloudwatch_does_not_hold_invocations_and_unsent_values_are_count
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_cloudwatch_is_warned_about_once_and_its_values_counted() {
-    let Some((held, lines, requests)) = run(Mode::ServerError, "cw-500").await else {
+/// Runs against a stand-in that always fails in `mode`: one warning of `class`, values counted.
+async fn failing(mode: Mode, tag: &str, class: &str) {
+    let Some((held, lines, requests)) = run(mode, tag).await else {
         return;
     };
     let worst = held.iter().max().copied().unwrap_or_default();
-    eprintln!("post-runtime max {worst:?}; {requests} requests");
+    eprintln!("{tag}: post-runtime max {worst:?}; {requests} requests");
     assert!(worst <= Duration::from_millis(120), "held {held:?}");
     assert!(requests > 0);
-    let warnings = lines
+    let warnings: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("PutMetricData failed"))
-        .count();
-    assert_eq!(warnings, 1, "one warning per failure class per minute");
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning per failure class per minute: {warnings:?}"
+    );
+    assert!(
+        warnings[0].contains(&format!("class=\"{class}\"")),
+        "{}",
+        warnings[0]
+    );
     assert!(final_count(&lines, "values_lost") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_cloudwatch_is_warned_about_once_and_its_values_counted() {
+    failing(Mode::ServerError, "cw-500", "server error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_cloudwatch_is_warned_about_once_and_its_values_counted() {
+    failing(Mode::Throttled, "cw-429", "throttled").await;
 }

@@ -173,41 +173,31 @@ pub enum FailureClass {
 
 impl FailureClass {
     /// The class of a `PutMetricData` error.
-    pub fn of<E, R>(e: &aws_sdk_cloudwatch::error::SdkError<E, R>) -> Self
-    where
-        E: aws_sdk_cloudwatch::error::ProvideErrorMetadata,
-        R: std::fmt::Debug,
-    {
-        use aws_sdk_cloudwatch::error::SdkError;
+    pub fn of(
+        e: &aws_sdk_cloudwatch::error::SdkError<
+            aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError,
+            aws_sdk_cloudwatch::config::http::HttpResponse,
+        >,
+    ) -> Self {
+        use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
         match e {
             SdkError::TimeoutError(_) => Self::Timeout,
             SdkError::DispatchFailure(d) if d.is_timeout() => Self::Timeout,
             SdkError::DispatchFailure(_) => Self::Unreachable,
-            SdkError::ServiceError(s) => {
-                let code = s.err().code().unwrap_or_default();
-                if code.contains("Throttl") {
-                    Self::Throttled
-                } else {
-                    Self::status_class(format!("{:?}", s.raw()).as_str())
-                }
+            SdkError::ServiceError(s) if s.err().code().is_some_and(|c| c.contains("Throttl")) => {
+                Self::Throttled
             }
-            SdkError::ResponseError(r) => Self::status_class(format!("{:?}", r.raw()).as_str()),
+            SdkError::ServiceError(s) => Self::of_status(s.raw().status().as_u16()),
+            SdkError::ResponseError(r) => Self::of_status(r.raw().status().as_u16()),
             _ => Self::Other,
         }
     }
 
-    /// From a raw response's debug text (`status: 503`, ...), the only place the SDK's error
-    /// types expose it generically.
-    fn status_class(raw: &str) -> Self {
-        let status = raw
-            .split("status: ")
-            .nth(1)
-            .and_then(|t| t.get(..3))
-            .and_then(|t| t.parse::<u16>().ok());
+    fn of_status(status: u16) -> Self {
         match status {
-            Some(429) => Self::Throttled,
-            Some(500..=599) => Self::ServerError,
-            Some(400..=499) => Self::Refused,
+            429 => Self::Throttled,
+            500..=599 => Self::ServerError,
+            400..=499 => Self::Refused,
             _ => Self::Other,
         }
     }

@@ -189,3 +189,41 @@ async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, repor
     }
     counters.values_pending.store(0, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metric;
+
+    #[test]
+    fn a_value_cloudwatch_rejects_costs_only_itself() {
+        let counters = Counters::default();
+        let mut warn = RateLimiter::new(Duration::from_secs(60));
+        let mut buf = Vec::new();
+        let at = |metric, value| Datum {
+            metric,
+            value,
+            timestamp_ms: 1,
+        };
+        let data = vec![
+            at(Metric::Duration, 12.0),
+            at(Metric::Duration, f64::NAN),
+            at(Metric::RuntimeRss, 1e300),
+            at(Metric::RuntimeRss, -5.0),
+            at(Metric::HeapGrowthPerInvoke, -4096.0),
+            at(Metric::MaxMemoryUsed, 80.0),
+        ];
+        take_data(&mut buf, data, 100, &counters, &mut warn);
+        let kept: Vec<(Metric, f64)> = buf.iter().map(|d| (d.metric, d.value)).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (Metric::Duration, 12.0),
+                (Metric::HeapGrowthPerInvoke, -4096.0),
+                (Metric::MaxMemoryUsed, 80.0)
+            ]
+        );
+        assert_eq!(counters.values_out_of_range.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.values_pending.load(Ordering::Relaxed), 3);
+    }
+}

@@ -237,11 +237,14 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<SourceEvent>, counter
         counters,
         warn: Mutex::new(RateLimiter::new(Duration::from_secs(60))),
     });
+    let mut accept_warn = RateLimiter::new(Duration::from_secs(60));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "telemetry accept failed");
+                if let Some(s) = accept_warn.check(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed = s, "telemetry accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
