@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 # Python folders that exist in this checkout (ruff fails on a missing path).
 PY_DIRS := $(wildcard layer tests bench examples scripts demo)
 
-.PHONY: demo all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean fuzz
+.PHONY: demo all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean emulator-conformance fuzz
 
 all: build
 
@@ -44,6 +44,12 @@ rust-test: venv localstack
 
 py-test: venv
 	$(VPY) -m pytest -q tests/python
+
+# The emulator against extensions in the shapes of the AWS samples (Python example extension,
+# Telemetry API example) and of the lambda-extension crate's record types, end to end (~5 s
+# with a warm build). `make test` runs them within `rust-test`, with the rest of the workspace.
+emulator-conformance: venv
+	LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-emulator --test conformance
 
 # The decorator's suite on every CPython >= 3.9 under ~/.pyenv/versions (absent ones skipped).
 py-test-matrix:

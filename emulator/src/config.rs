@@ -44,6 +44,39 @@ pub struct EmulatorConfig {
     pub echo_output: bool,
     /// Interval of the `/proc` RSS sampling.
     pub sample_interval: Duration,
+    /// The function's log format (Lambda's `LoggingConfig.LogFormat`): with [`LogFormat::Text`]
+    /// (Lambda's default) every `function` / `extension` record is a string; with
+    /// [`LogFormat::Json`] a line holding a JSON object is delivered as that object and the
+    /// runtime gets `AWS_LAMBDA_LOG_FORMAT=JSON`.
+    pub log_format: LogFormat,
+    /// Give the processes a view of `/etc/hosts` in which `sandbox.localdomain` resolves to
+    /// 127.0.0.1 (a private mount namespace), where the machine allows one. When it does not, a
+    /// warning is reported by [`crate::Emulator::warnings`] and the processes see the host's file.
+    pub sandbox_hosts: bool,
+    /// `runtimeVersion` of `platform.initStart`. `None`: `lambda-emulator:<version>`.
+    pub runtime_version: Option<String>,
+}
+
+/// Lambda's log format setting for a function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain text: log records are strings (Lambda's default).
+    #[default]
+    Text,
+    /// Structured JSON: JSON-object lines are delivered as objects.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format must be text or json, got {other}")),
+        }
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -65,11 +98,21 @@ impl Default for EmulatorConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             echo_output: false,
             sample_interval: Duration::from_millis(10),
+            log_format: LogFormat::Text,
+            sandbox_hosts: true,
+            runtime_version: None,
         }
     }
 }
 
 impl EmulatorConfig {
+    /// `runtimeVersion` reported in `platform.initStart`.
+    pub fn runtime_version(&self) -> String {
+        self.runtime_version
+            .clone()
+            .unwrap_or_else(|| format!("lambda-emulator:{}", env!("CARGO_PKG_VERSION")))
+    }
+
     /// The runtime command line: the configured one, or `python -m awslambdaric <handler>`.
     pub fn runtime_argv(&self) -> Vec<String> {
         match &self.runtime_command {

@@ -1,7 +1,7 @@
 //! A local AWS Lambda execution environment.
 //!
 //! [`Emulator`] runs one execution environment the way Lambda does: it serves the Runtime,
-//! Extensions and Telemetry APIs on one loopback HTTP server, starts the extensions and the
+//! Extensions, Telemetry and Logs APIs on one loopback HTTP server, starts the extensions and the
 //! runtime (e.g. `python -m awslambdaric`), drives invocations, measures real memory from
 //! `/proc`, enforces timeout and memory limit, and shuts down with Lambda's SHUTDOWN protocol.
 //!
@@ -28,6 +28,9 @@ mod clock;
 mod config;
 mod env;
 mod process;
+mod procfs;
+mod records;
+mod sandbox;
 mod server;
 mod state;
 pub mod telemetry;
@@ -36,7 +39,8 @@ mod types;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use config::EmulatorConfig;
+pub use config::{EmulatorConfig, LogFormat};
+pub use sandbox::SANDBOX_HOST;
 pub use types::{
     EmulatorError, ExitInfo, ExtensionStats, InitInfo, InvokeOutcome, InvokeStatus, OutputSource,
     ShutdownReason, ShutdownReport, TelemetryEvent,
@@ -165,6 +169,12 @@ impl Emulator {
             .get(&source)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Problems with how faithful this environment is (one line each, with the fix), e.g.
+    /// that `sandbox.localdomain` does not resolve for the processes on this machine.
+    pub fn warnings(&self) -> Vec<String> {
+        self.shared.hosts.warning().into_iter().collect()
     }
 
     /// The most recent init phase.

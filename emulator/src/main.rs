@@ -1,18 +1,32 @@
 //! `lambda-emulator run ...`: run a function with its extensions in a local Lambda environment.
+//!
+//! Exit status (so that a script can tell): 0 when init and every invocation succeeded (or
+//! `--allow-failures`), 3 when an init phase failed, 4 when an invocation did not succeed
+//! (error, timeout, failure), 1 when the emulator itself could not run, 2 for a bad command line.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use lambda_emulator::{Emulator, EmulatorConfig, InvokeOutcome, ShutdownReason};
+use lambda_emulator::{
+    Emulator, EmulatorConfig, InvokeOutcome, InvokeStatus, LogFormat, ShutdownReason,
+};
+
+/// An init phase failed (the first one, or one after a reset).
+const EXIT_INIT_FAILED: u8 = 3;
+/// An invocation ended with `error`, `timeout` or `failure`.
+const EXIT_INVOKE_FAILED: u8 = 4;
+/// The emulator itself could not run (configuration, bind, spawn).
+const EXIT_EMULATOR: u8 = 1;
 
 #[derive(Parser)]
 #[command(
     name = "lambda-emulator",
     version,
-    about = "A local AWS Lambda execution environment with the Runtime, Extensions and Telemetry APIs"
+    about = "A local AWS Lambda execution environment with the Runtime, Extensions, Telemetry and Logs APIs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,6 +84,16 @@ struct RunArgs {
     /// Print one JSON document (outcomes, telemetry-derived numbers, extension stats) on stdout.
     #[arg(long)]
     json: bool,
+    /// The function's log format: `text` (Lambda's default: log records are strings) or `json`
+    /// (JSON-object lines are delivered as objects; the runtime logs JSON).
+    #[arg(long, default_value = "text")]
+    log_format: LogFormat,
+    /// Do not give the processes a private /etc/hosts naming sandbox.localdomain.
+    #[arg(long)]
+    no_sandbox_hosts: bool,
+    /// Exit 0 even when init or invocations failed (the outcomes are still printed).
+    #[arg(long)]
+    allow_failures: bool,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -78,7 +102,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected K=V, got {s}"))
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -88,16 +112,30 @@ fn main() -> Result<()> {
             tracing::Level::WARN
         })
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    match cli.command {
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_EMULATOR);
+        }
+    };
+    let result = match cli.command {
         Command::Run(args) => rt.block_on(run(args)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(EXIT_EMULATOR)
+        }
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+/// Runs the invocations; returns the exit status their outcomes call for.
+async fn run(args: RunArgs) -> Result<u8> {
     let event: serde_json::Value = match args.event.strip_prefix('@') {
         Some(path) => {
             let text =
@@ -125,11 +163,18 @@ async fn run(args: RunArgs) -> Result<()> {
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         // With --json the output lines are part of the document; otherwise echo them.
         echo_output: !args.json,
+        log_format: args.log_format,
+        sandbox_hosts: !args.no_sandbox_hosts,
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::start(config).await?;
+    for w in emulator.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let mut init_failed = false;
     let tty = std::io::stderr().is_terminal();
     if let Some(init) = emulator.last_init() {
+        init_failed |= init.status != "success";
         if !args.json {
             eprintln!(
                 "init: {} in {:.1} ms{}",
@@ -144,6 +189,10 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut outcomes: Vec<InvokeOutcome> = Vec::new();
     for i in 1..=args.invocations {
         let o = emulator.invoke(event.clone()).await?;
+        // A cold invocation after a reset ran its own init phase: it counts like the first.
+        if o.cold_start {
+            init_failed |= emulator.last_init().is_some_and(|i| i.status != "success");
+        }
         if !args.json {
             let line = progress(i, args.invocations, &o);
             if tty {
@@ -182,7 +231,16 @@ async fn run(args: RunArgs) -> Result<()> {
             );
         }
     }
-    Ok(())
+    let invoke_failed = outcomes.iter().any(|o| o.status != InvokeStatus::Success);
+    Ok(if args.allow_failures {
+        0
+    } else if init_failed {
+        EXIT_INIT_FAILED
+    } else if invoke_failed {
+        EXIT_INVOKE_FAILED
+    } else {
+        0
+    })
 }
 
 /// Stats of every extension, with the final state of the last generation from the shutdown report.

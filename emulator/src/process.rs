@@ -1,10 +1,12 @@
-//! Child processes: spawning with a clean environment, signals, `/proc` RSS.
+//! Child processes: spawning with a clean environment (in the sandbox's hosts view), signals,
+//! `/proc` RSS of one process.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+use crate::sandbox::HostsView;
 use crate::EmulatorError;
 
 /// Environment variables kept from the emulator's own environment (everything else is cleared,
@@ -12,24 +14,51 @@ use crate::EmulatorError;
 const PASS_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER"];
 
 /// Starts `argv` in its own process group with piped stdout/stderr and exactly `env`
-/// (plus a few pass-through variables).
+/// (plus a few pass-through variables), inside the sandbox's hosts view when there is one.
 pub fn spawn(
     what: &str,
     argv: &[String],
     cwd: Option<&Path>,
     env: &[(String, String)],
+    hosts: &HostsView,
 ) -> Result<Child, EmulatorError> {
-    let Some((program, args)) = argv.split_first() else {
+    let Some(program) = argv.first() else {
         return Err(EmulatorError::Config(format!("empty command for {what}")));
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
+    let spawn_error = |source| EmulatorError::Spawn {
+        what: what.to_string(),
+        program: program.clone(),
+        source,
+    };
+    if let Some(hook) = hosts.hook() {
+        let mut cmd = command(argv, cwd, env);
+        // SAFETY: the hook only makes async-signal-safe system calls on memory prepared
+        // before the fork (see `sandbox::Hook::enter`).
+        unsafe {
+            cmd.pre_exec(hook);
+        }
+        match cmd.spawn() {
+            Ok(child) => return Ok(child),
+            Err(with_hook) => {
+                // Tell a namespace the machine refuses from a command that cannot start at all.
+                let plain = command(argv, cwd, env).spawn().map_err(spawn_error)?;
+                hosts.disable(&with_hook);
+                return Ok(plain);
+            }
+        }
+    }
+    command(argv, cwd, env).spawn().map_err(spawn_error)
+}
+
+fn command(argv: &[String], cwd: Option<&Path>, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(argv.first().map(String::as_str).unwrap_or_default());
+    cmd.args(argv.iter().skip(1))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Own process group: signals reach helpers the process started, and a Ctrl-C on the
-        // emulator's terminal does not hit the emulated processes directly.
+        // Own process group: signals reach helpers the process started, its memory is counted
+        // with theirs, and a Ctrl-C on the emulator's terminal does not hit it directly.
         .process_group(0)
         .kill_on_drop(true);
     for key in PASS_THROUGH {
@@ -43,11 +72,7 @@ pub fn spawn(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    cmd.spawn().map_err(|source| EmulatorError::Spawn {
-        what: what.to_string(),
-        program: program.clone(),
-        source,
-    })
+    cmd
 }
 
 /// Sends `sig` to the process group led by `pid` (and to `pid` itself, in case it left it).

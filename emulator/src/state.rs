@@ -9,8 +9,16 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock;
-use crate::telemetry::{self, Msg, Subscription};
+use crate::procfs::GroupScanner;
+use crate::sandbox::HostsView;
+use crate::telemetry::{self, render::render, Msg, Subscription};
 use crate::{EmulatorConfig, ExitInfo, ExtensionStats, OutputSource, TelemetryEvent};
+
+/// An extension's live subscription (Telemetry API or Logs API) and its delivery task's inbox.
+pub struct Subscriber {
+    pub sub: Subscription,
+    pub tx: mpsc::UnboundedSender<Msg>,
+}
 
 /// Phase of the current environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +42,7 @@ pub struct ExtState {
     pub last_invoke: Option<String>,
     /// Request id of the invocation it finished (called `/next` after receiving its INVOKE).
     pub done_invoke: Option<String>,
-    pub subscriber: Option<mpsc::UnboundedSender<Msg>>,
+    pub subscriber: Option<Subscriber>,
     pub exited_at: Option<Instant>,
 }
 
@@ -64,7 +72,18 @@ pub struct Current {
     pub request_id: String,
     pub response: Option<Vec<u8>>,
     pub error: Option<(String, Vec<u8>)>,
+    /// The runtime's `/response` (or `/error`) request arrived: its headers, then its whole body.
+    pub response_started: Option<(Instant, SystemTime)>,
     pub responded_at: Option<Instant>,
+}
+
+/// The invocation waiting for the runtime's `/next`.
+pub struct Pending {
+    pub request_id: String,
+    pub deadline_ms: u64,
+    pub body: Vec<u8>,
+    /// `Lambda-Runtime-Trace-Id`: the same value the INVOKE event and the records carry.
+    pub trace: String,
 }
 
 pub struct State {
@@ -75,8 +94,8 @@ pub struct State {
     /// Extensions of earlier generations.
     pub archived: Vec<ExtensionStats>,
     pub runtime: RuntimeState,
-    /// Event waiting for the runtime's `/next`: (request id, deadline epoch ms, body).
-    pub runtime_pending: Option<(String, u64, Vec<u8>)>,
+    /// Event waiting for the runtime's `/next`.
+    pub runtime_pending: Option<Pending>,
     pub current: Option<Current>,
     pub telemetry: Vec<TelemetryEvent>,
     pub output: HashMap<OutputSource, Vec<String>>,
@@ -96,6 +115,10 @@ pub struct Shared {
     pub config: EmulatorConfig,
     pub state: Mutex<State>,
     pub changed: watch::Sender<u64>,
+    /// How the processes get a hosts file naming the sandbox.
+    pub hosts: HostsView,
+    /// Process-group membership cache of the memory sampler.
+    pub scanner: Mutex<GroupScanner>,
 }
 
 pub type SharedRef = Arc<Shared>;
@@ -103,7 +126,10 @@ pub type SharedRef = Arc<Shared>;
 impl Shared {
     pub fn new(config: EmulatorConfig) -> SharedRef {
         let (changed, _) = watch::channel(0);
+        let hosts = HostsView::prepare(config.sandbox_hosts);
         Arc::new(Shared {
+            hosts,
+            scanner: Mutex::new(GroupScanner::default()),
             config,
             state: Mutex::new(State {
                 phase: Phase::Empty,
@@ -154,41 +180,39 @@ impl Shared {
         )
     }
 
-    /// Samples the RSS of every live process once; returns the summed RSS.
+    /// Samples the RSS of every live process group once (each process with the helpers it
+    /// started, like the sandbox's memory limit counts them); returns the summed RSS.
     pub fn sample_memory(&self) -> u64 {
-        let pids: Vec<(Option<usize>, u32)> = {
+        let (ext_pids, runtime_pid): (Vec<u32>, Option<u32>) = {
             let st = self.lock();
-            let mut v: Vec<(Option<usize>, u32)> = st
+            let exts = st
                 .extensions
                 .iter()
-                .enumerate()
-                .filter(|(_, e)| e.alive())
-                .map(|(i, e)| (Some(i), e.stats.pid))
+                .filter(|e| e.alive())
+                .map(|e| e.stats.pid)
                 .collect();
-            if let (Some(pid), None) = (st.runtime.pid, &st.runtime.exit) {
-                v.push((None, pid));
-            }
-            v
+            let runtime = st.runtime.pid.filter(|_| st.runtime.exit.is_none());
+            (exts, runtime)
         };
-        let readings: Vec<(Option<usize>, u64)> = pids
-            .into_iter()
-            .filter_map(|(i, pid)| crate::process::rss_bytes(pid).map(|r| (i, r)))
-            .collect();
+        let mut leaders = ext_pids.clone();
+        leaders.extend(runtime_pid);
+        let usage = match self.scanner.lock() {
+            Ok(mut scanner) => scanner.sample(&leaders),
+            Err(e) => e.into_inner().sample(&leaders),
+        };
         let mut st = self.lock();
         let mut total = 0;
-        for (i, rss) in readings {
-            total += rss;
-            match i {
-                Some(i) => {
-                    if let Some(e) = st.extensions.get_mut(i) {
-                        if e.alive() {
-                            e.stats.final_rss_bytes = rss;
-                            e.stats.peak_rss_bytes = e.stats.peak_rss_bytes.max(rss);
-                        }
-                    }
-                }
-                None => st.runtime.rss = rss,
+        for ext in st.extensions.iter_mut().filter(|e| e.alive()) {
+            if let Some(u) = usage.get(&ext.stats.pid) {
+                total += u.bytes;
+                ext.stats.final_rss_bytes = u.bytes;
+                ext.stats.peak_rss_bytes = ext.stats.peak_rss_bytes.max(u.bytes);
+                ext.stats.peak_processes = ext.stats.peak_processes.max(u.processes);
             }
+        }
+        if let Some(u) = runtime_pid.and_then(|pid| usage.get(&pid)) {
+            total += u.bytes;
+            st.runtime.rss = u.bytes;
         }
         if st.phase != Phase::Empty {
             st.hwm_bytes = st.hwm_bytes.max(total);
@@ -204,17 +228,10 @@ impl State {
             event_type: event_type.to_string(),
             record,
         };
-        let category = event_type.split('.').next().unwrap_or(event_type);
-        let mut line: Option<String> = None;
         for ext in &self.extensions {
-            let Some(tx) = &ext.subscriber else { continue };
-            if !ext.stats.telemetry_types.iter().any(|t| t == category) {
-                continue;
+            if let Some(s) = &ext.subscriber {
+                forward(s, &ev);
             }
-            let s = line.get_or_insert_with(|| {
-                serde_json::to_string(&ev).unwrap_or_else(|_| "{}".to_string())
-            });
-            let _ = tx.send(Msg::Record(s.clone()));
         }
         self.telemetry.push(ev);
     }
@@ -230,20 +247,23 @@ impl State {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         ext.stats.telemetry_types = sub.types.clone();
-        let types = sub.types.clone();
-        tokio::spawn(telemetry::deliver_loop(sub, ext.stats.name.clone(), rx));
+        ext.stats.subscribed_api = Some(
+            match sub.api {
+                telemetry::Api::Telemetry => "telemetry",
+                telemetry::Api::Logs => "logs",
+            }
+            .to_string(),
+        );
+        let name = ext.stats.name.clone();
+        tokio::spawn(telemetry::deliver_loop(sub.clone(), name, rx));
+        let subscriber = Subscriber { sub, tx };
         // Records of this init phase emitted before the subscription are delivered too
         // (a subscriber sees its environment's platform.initStart, like on Lambda).
         for ev in self.telemetry.iter().skip(self.init_telemetry_start) {
-            let category = ev.event_type.split('.').next().unwrap_or("");
-            if types.iter().any(|t| t == category) {
-                if let Ok(line) = serde_json::to_string(ev) {
-                    let _ = tx.send(Msg::Record(line));
-                }
-            }
+            forward(&subscriber, ev);
         }
         if let Some(ext) = self.ext_by_id(id) {
-            ext.subscriber = Some(tx);
+            ext.subscriber = Some(subscriber);
         }
         true
     }
@@ -262,6 +282,17 @@ impl State {
     }
 }
 
+/// Sends `ev` to one subscriber in its API's shape, when it subscribed to the record's category.
+fn forward(s: &Subscriber, ev: &TelemetryEvent) {
+    let category = ev.event_type.split('.').next().unwrap_or("");
+    if !s.sub.types.iter().any(|t| t == category) {
+        return;
+    }
+    for line in render(&s.sub, ev) {
+        let _ = s.tx.send(Msg::Record(line));
+    }
+}
+
 /// `Lambda-Runtime-Trace-Id`-style X-Ray header for a request.
 pub fn trace_id(request_id: &str) -> String {
     let secs = clock::epoch_ms(SystemTime::now()) / 1000;
@@ -275,13 +306,18 @@ pub fn trace_id(request_id: &str) -> String {
     format!("Root=1-{secs:08x}-{hex};Parent={parent};Sampled=0")
 }
 
-pub fn invoke_event(request_id: &str, deadline_ms: u64, arn: &str) -> Value {
+/// A 16-hex-digit span id, as in the records' `tracing.spanId`.
+pub fn span_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
+pub fn invoke_event(request_id: &str, deadline_ms: u64, arn: &str, trace: &str) -> Value {
     json!({
         "eventType": "INVOKE",
         "deadlineMs": deadline_ms,
         "requestId": request_id,
         "invokedFunctionArn": arn,
-        "tracing": {"type": "X-Amzn-Trace-Id", "value": trace_id(request_id)},
+        "tracing": {"type": "X-Amzn-Trace-Id", "value": trace},
     })
 }
 

@@ -133,12 +133,17 @@ pub struct ExtensionStats {
     /// `/next` before the runtime responded).
     #[serde(serialize_with = "ser_vec_ms")]
     pub post_runtime: Vec<Duration>,
-    /// Highest sampled RSS of the process.
+    /// Highest sampled RSS of the extension: the summed RSS of every process of its process
+    /// group (a launcher script and the program it started without `exec` count together).
     pub peak_rss_bytes: u64,
-    /// Last sampled RSS before it exited (or now, while it runs).
+    /// Last sampled RSS (of the whole group) before it exited (or now, while it runs).
     pub final_rss_bytes: u64,
-    /// Whether it subscribed to the Telemetry API, and to which types.
+    /// Most processes seen at once in its process group.
+    pub peak_processes: u32,
+    /// The types it subscribed to (Telemetry API or Logs API).
     pub telemetry_types: Vec<String>,
+    /// `telemetry` or `logs`: the API it subscribed through, if any.
+    pub subscribed_api: Option<String>,
     /// Error type it posted to `/init/error` or `/exit/error`.
     pub reported_error: Option<String>,
     pub exit: ExitInfo,

@@ -89,7 +89,8 @@ fn text_mode_prints_a_progress_line_per_invocation() {
         &bed,
         &["--invocations", "2", "--event", r#"{"action": "raise"}"#],
     );
-    assert!(out.status.success());
+    // Every invocation failed: the exit status says so (4).
+    assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invoke 1/2: error"), "{err}");
     assert!(err.contains("invoke 2/2: error"), "{err}");
@@ -103,4 +104,62 @@ fn bad_arguments_fail_with_a_message() {
     let out = run(&bed, &["--event", "{not json"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--event is not JSON"));
+}
+
+#[test]
+fn the_exit_status_tells_a_script_what_failed() {
+    let bed = Bed::new("cli-exit");
+    bed.extension("watcher", "no-telemetry");
+    let raise = ["--invocations", "2", "--event", r#"{"action": "raise"}"#];
+    // Invocations that did not succeed: 4, unless told otherwise.
+    assert_eq!(run(&bed, &raise).status.code(), Some(4));
+    let allowed: Vec<&str> = raise.iter().copied().chain(["--allow-failures"]).collect();
+    assert_eq!(run(&bed, &allowed).status.code(), Some(0));
+    // Init failed (the handler's module does not exist): 3, even though it is retried.
+    std::fs::remove_file(bed.dir.path().join("fn/handler.py")).expect("remove handler");
+    let out = run(&bed, &["--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("the document is still printed");
+    assert_eq!(doc["invocations"][0]["status"], "failure");
+}
+
+#[test]
+fn log_format_json_delivers_json_lines_as_objects() {
+    let bed = Bed::new("cli-log-format");
+    let logs = ["--event", r#"{"action": "logs"}"#, "--json"];
+    let function_records = |args: &[&str]| -> Vec<Value> {
+        let out = run(&bed, args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("document");
+        doc["telemetry"]
+            .as_array()
+            .expect("telemetry")
+            .iter()
+            .filter(|r| r["type"] == "function")
+            .map(|r| r["record"].clone())
+            .collect()
+    };
+    let text = function_records(&logs);
+    assert!(text.iter().all(Value::is_string), "{text:?}");
+    let json_args: Vec<&str> = logs
+        .iter()
+        .copied()
+        .chain(["--log-format", "json"])
+        .collect();
+    let json = function_records(&json_args);
+    assert!(
+        json.contains(&serde_json::json!({"msg": "a json line", "n": 1})),
+        "{json:?}"
+    );
+    let bad = run(&bed, &["--log-format", "yaml"]);
+    assert_eq!(bad.status.code(), Some(2));
 }

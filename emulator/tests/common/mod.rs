@@ -1,6 +1,8 @@
 //! Test bed: temp dirs, a Python handler module and Python test extensions (real processes).
 #![allow(dead_code)]
 
+pub mod scripts;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -72,6 +74,21 @@ def main(event, context):
         return "late"
     if action == "raise":
         raise ValueError("boom")
+    if action == "resolve":
+        import socket
+
+        return {"sandbox": socket.gethostbyname("sandbox.localdomain")}
+    if action == "env":
+        return dict(os.environ)
+    if action == "logs":
+        import logging
+
+        print(json.dumps({"msg": "a json line", "n": 1}))
+        print("a plain line")
+        logging.getLogger().info("via logging")
+        return "logged"
+    if action == "trace":
+        return {"trace": os.environ.get("_X_AMZN_TRACE_ID")}
     if action == "layer":
         import layermod
 
@@ -246,6 +263,49 @@ impl Bed {
         layer
     }
 
+    /// Adds an extension executable `name` running `body` (Python) after [`scripts::PRELUDE`].
+    pub fn script(&self, name: &str, body: &str) -> &Self {
+        let text = format!(
+            "#!{} -u\n{}\n{}",
+            python().display(),
+            scripts::PRELUDE,
+            body
+        );
+        self.executable(&self.dir.path().join("ext").join(name), &text);
+        self
+    }
+
+    /// Writes an executable file (any interpreter) at `path`.
+    pub fn executable(&self, path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("dir");
+        }
+        std::fs::write(path, text).expect("script");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// The JSON entries a [`scripts::PRELUDE`] extension logged with `log(kind, value)`.
+    pub fn entries(&self, name: &str, kind: &str) -> Vec<Value> {
+        self.log(name)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["value"].clone())
+            .collect()
+    }
+
+    /// Every record a [`scripts::PRELUDE`] listener accepted, in arrival order.
+    pub fn received(&self, name: &str) -> Vec<Value> {
+        self.entries(name, "batch")
+            .into_iter()
+            .flat_map(|b| match b {
+                Value::Array(a) => a,
+                other => panic!("batch is not a JSON array: {other}"),
+            })
+            .collect()
+    }
+
     pub fn config(&self) -> EmulatorConfig {
         EmulatorConfig {
             extensions_dir: Some(self.dir.path().join("ext")),
@@ -280,6 +340,11 @@ impl Bed {
             })
             .collect()
     }
+}
+
+/// Records of one type among delivered ones.
+pub fn typed<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == t).collect()
 }
 
 pub fn of_type<'a>(events: &'a [TelemetryEvent], t: &str) -> Vec<&'a TelemetryEvent> {

@@ -1,146 +1,15 @@
-//! Telemetry API: subscription validation and per-subscriber buffered delivery.
+//! Per-subscriber buffered delivery: batches of records POSTed to the subscriber's listener
+//! (the same machinery for the Telemetry API and the Logs API).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Accepted `schemaVersion` values.
-pub const SCHEMA_VERSIONS: &[&str] = &["2022-07-01", "2022-12-13"];
-/// Accepted `types`.
-pub const TYPES: &[&str] = &["platform", "function", "extension"];
-
-/// A validated subscription.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    pub types: Vec<String>,
-    pub max_items: usize,
-    pub max_bytes: usize,
-    pub timeout: Duration,
-    /// Where to connect (host already mapped to loopback) and the request path.
-    pub addr: std::net::SocketAddr,
-    pub host_header: String,
-    pub path: String,
-}
-
-/// Why a subscription was refused (answered 400 with this message).
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct InvalidSubscription(pub String);
-
-fn bad(msg: impl Into<String>) -> InvalidSubscription {
-    InvalidSubscription(msg.into())
-}
-
-/// Validates a `PUT /2022-07-01/telemetry` body like Lambda does.
-pub fn parse_subscription(body: &[u8]) -> Result<Subscription, InvalidSubscription> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    let schema = v
-        .get("schemaVersion")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("schemaVersion is required"))?;
-    if !SCHEMA_VERSIONS.contains(&schema) {
-        return Err(bad(format!("unsupported schemaVersion {schema}")));
-    }
-    let types: Vec<String> = v
-        .get("types")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("types must be an array"))?
-        .iter()
-        .map(|t| {
-            t.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| bad("types must be strings"))
-        })
-        .collect::<Result<_, _>>()?;
-    if types.is_empty() {
-        return Err(bad("types must not be empty"));
-    }
-    if let Some(t) = types.iter().find(|t| !TYPES.contains(&t.as_str())) {
-        return Err(bad(format!("unknown type {t}")));
-    }
-    let buffering = v.get("buffering").cloned().unwrap_or(Value::Null);
-    let range = |key: &str, default: u64, lo: u64, hi: u64| -> Result<u64, InvalidSubscription> {
-        match buffering.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(x) => {
-                let n = x
-                    .as_u64()
-                    .ok_or_else(|| bad(format!("buffering.{key} must be an integer")))?;
-                if (lo..=hi).contains(&n) {
-                    Ok(n)
-                } else {
-                    Err(bad(format!(
-                        "buffering.{key} must be in {lo}..={hi}, got {n}"
-                    )))
-                }
-            }
-        }
-    };
-    let max_items = range("maxItems", 1000, 1000, 10_000)? as usize;
-    let max_bytes = range("maxBytes", 262_144, 262_144, 1_048_576)? as usize;
-    let timeout_ms = range("timeoutMs", 1000, 25, 30_000)?;
-    let dest = v
-        .get("destination")
-        .ok_or_else(|| bad("destination is required"))?;
-    let protocol = dest.get("protocol").and_then(Value::as_str).unwrap_or("");
-    if protocol != "HTTP" {
-        return Err(bad(format!(
-            "destination.protocol must be HTTP, got {protocol:?}"
-        )));
-    }
-    let uri = dest
-        .get("URI")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("destination.URI is required"))?;
-    let (addr, host_header, path) = parse_uri(uri)?;
-    Ok(Subscription {
-        types,
-        max_items,
-        max_bytes,
-        timeout: Duration::from_millis(timeout_ms),
-        addr,
-        host_header,
-        path,
-    })
-}
-
-/// `http://host:port/path` with host `sandbox.localdomain`, `localhost` or `127.0.0.1`
-/// (all mapped to 127.0.0.1: the emulator only talks to loopback).
-fn parse_uri(uri: &str) -> Result<(std::net::SocketAddr, String, String), InvalidSubscription> {
-    let rest = uri.strip_prefix("http://").ok_or_else(|| {
-        bad(format!(
-            "destination.URI must start with http://, got {uri}"
-        ))
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_string()),
-        None => (rest, "/".to_string()),
-    };
-    let (host, port) = authority
-        .rsplit_once(':')
-        .ok_or_else(|| bad(format!("destination.URI needs a port: {uri}")))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| bad(format!("bad port in destination.URI: {uri}")))?;
-    if !matches!(
-        host,
-        "sandbox.localdomain" | "sandbox" | "localhost" | "127.0.0.1"
-    ) {
-        return Err(bad(format!(
-            "destination host must be sandbox.localdomain (or loopback), got {host}"
-        )));
-    }
-    Ok((
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        authority.to_string(),
-        path,
-    ))
-}
+use super::Subscription;
 
 /// Messages to a subscriber's delivery task.
 pub enum Msg {
@@ -252,7 +121,11 @@ enum PostError {
 
 async fn post(sub: &Subscription, body: String) -> Result<u16, PostError> {
     let stream = tokio::net::TcpStream::connect(sub.addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // Lambda's header casing (`Content-Type`), for listeners that compare names exactly.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(TokioIo::new(stream))
+        .await?;
     let conn_task = tokio::spawn(conn);
     let req = hyper::Request::post(sub.path.as_str())
         .header(hyper::header::HOST, sub.host_header.as_str())
@@ -270,56 +143,8 @@ async fn post(sub: &Subscription, body: String) -> Result<u16, PostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(buffering: &str, uri: &str) -> String {
-        format!(
-            r#"{{"schemaVersion":"2022-12-13","types":["platform","function"],"buffering":{buffering},"destination":{{"protocol":"HTTP","URI":"{uri}"}}}}"#
-        )
-    }
-
-    #[test]
-    fn accepts_a_valid_subscription_and_maps_the_sandbox_host() {
-        let s = parse_subscription(
-            body(
-                r#"{"maxItems":1000,"maxBytes":262144,"timeoutMs":25}"#,
-                "http://sandbox.localdomain:4321/t",
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(s.addr, std::net::SocketAddr::from(([127, 0, 0, 1], 4321)));
-        assert_eq!(s.path, "/t");
-        assert_eq!(s.timeout, Duration::from_millis(25));
-        assert_eq!(s.types, vec!["platform", "function"]);
-    }
-
-    #[test]
-    fn rejects_out_of_range_buffering_bad_types_schema_and_hosts() {
-        let ok_uri = "http://sandbox.localdomain:1/";
-        for b in [
-            r#"{"maxItems":999}"#,
-            r#"{"maxItems":10001}"#,
-            r#"{"maxBytes":1000}"#,
-            r#"{"maxBytes":1048577}"#,
-            r#"{"timeoutMs":24}"#,
-            r#"{"timeoutMs":30001}"#,
-            r#"{"timeoutMs":"100"}"#,
-        ] {
-            assert!(
-                parse_subscription(body(b, ok_uri).as_bytes()).is_err(),
-                "{b}"
-            );
-        }
-        assert!(parse_subscription(body("{}", "http://example.com:80/").as_bytes()).is_err());
-        assert!(
-            parse_subscription(body("{}", "https://sandbox.localdomain:1/").as_bytes()).is_err()
-        );
-        let wrong_schema = body("{}", ok_uri).replace("2022-12-13", "2021-01-01");
-        assert!(parse_subscription(wrong_schema.as_bytes()).is_err());
-        let wrong_type = body("{}", ok_uri).replace("\"function\"", "\"metrics\"");
-        assert!(parse_subscription(wrong_type.as_bytes()).is_err());
-        assert!(parse_subscription(b"not json").is_err());
-    }
+    use crate::telemetry::Api;
+    use serde_json::Value;
 
     /// A loopback listener that records the body of every POST it answers (with `status`).
     async fn listener(status: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<Value>>>>) {
@@ -355,6 +180,8 @@ mod tests {
 
     fn sub(port: u16, max_items: usize, max_bytes: usize, timeout_ms: u64) -> Subscription {
         Subscription {
+            api: Api::Telemetry,
+            schema: "2022-12-13".into(),
             types: vec!["platform".into()],
             max_items,
             max_bytes,

@@ -1,0 +1,97 @@
+//! Runtime API (`/2018-06-01/runtime/...`): what the function's runtime calls.
+
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use super::{body, error, error_type_of, header, reply, set_header, Resp};
+use crate::state::SharedRef;
+
+/// `GET invocation/next`: the first call ends init; blocks until an invocation is pending.
+pub async fn next(shared: SharedRef) -> Resp {
+    let mut rx = shared.watcher();
+    let generation = {
+        let mut st = shared.lock();
+        st.runtime.ready = true;
+        st.generation
+    };
+    shared.bump();
+    loop {
+        {
+            let mut st = shared.lock();
+            if st.closed || st.generation != generation {
+                return error(StatusCode::GONE, "Runtime.Reset", "environment was reset");
+            }
+            if let Some(p) = st.runtime_pending.take() {
+                let mut r = Response::new(Full::new(Bytes::from(p.body)));
+                let arn = shared.function_arn();
+                set_header(&mut r, "content-type", "application/json");
+                set_header(&mut r, "lambda-runtime-aws-request-id", &p.request_id);
+                set_header(
+                    &mut r,
+                    "lambda-runtime-deadline-ms",
+                    &p.deadline_ms.to_string(),
+                );
+                set_header(&mut r, "lambda-runtime-invoked-function-arn", &arn);
+                set_header(&mut r, "lambda-runtime-trace-id", &p.trace);
+                return r;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return error(StatusCode::GONE, "Runtime.Reset", "emulator stopped");
+        }
+    }
+}
+
+/// `POST invocation/{id}/response` or `/error`, answered at once (202).
+pub async fn result(shared: SharedRef, req: Request<Incoming>, id: String, is_error: bool) -> Resp {
+    // The headers are here: the answer started (the responseLatency span ends, the
+    // responseDuration span starts). Its end is when the body has been read.
+    let started = (Instant::now(), SystemTime::now());
+    let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
+    let b = body(req).await;
+    let mut st = shared.lock();
+    let Some(cur) = st.current.as_mut().filter(|c| c.request_id == id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            format!("unknown request id {id}"),
+        );
+    };
+    if cur.responded_at.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidStateTransition",
+            "already responded",
+        );
+    }
+    cur.response_started = Some(started);
+    cur.responded_at = Some(Instant::now());
+    if is_error {
+        let ty = ty
+            .or_else(|| error_type_of(&b))
+            .unwrap_or_else(|| "Unhandled".to_string());
+        cur.error = Some((ty, b));
+    } else {
+        cur.response = Some(b);
+    }
+    drop(st);
+    shared.bump();
+    reply(StatusCode::ACCEPTED, json!({"status": "OK"}))
+}
+
+/// `POST init/error`: 202 whatever its content type (the runtime client insists on 202).
+pub async fn init_error(shared: SharedRef, req: Request<Incoming>) -> Resp {
+    let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
+    let b = body(req).await;
+    let ty = ty
+        .or_else(|| error_type_of(&b))
+        .unwrap_or_else(|| "Runtime.Unknown".to_string());
+    shared.lock().runtime.init_error = Some(ty);
+    shared.bump();
+    reply(StatusCode::ACCEPTED, json!({"status": "OK"}))
+}
