@@ -1,6 +1,6 @@
 //! Property tests of every parser the extension runs on outside input: the intake datagram, the
-//! telemetry batch, `/proc` text, the Extensions API event, the configuration, and the limits
-//! applied to what they produce. None may panic on any input; valid input must come out as it
+//! telemetry batch, `/proc` text, the Extensions API event, the configuration, the limits
+//! applied to what they produce, and the emulator's telemetry and Logs API subscription bodies. None may panic on any input; valid input must come out as it
 //! went in; nothing out of the platform's range may come out of the limits.
 //!
 //! `make test` runs the default 256 cases per property; `make fuzz` runs each for 1,000,000
@@ -178,6 +178,31 @@ proptest! {
         let parsed = parse_next(invoke.to_string().as_bytes());
         let named = matches!(parsed, Ok(NextEvent::Invoke { ref request_id, .. }) if *request_id == id);
         prop_assert!(named, "{:?}", parsed);
+    }
+
+    #[test]
+    fn emulator_subscriptions_never_panic_and_honour_the_ranges(
+        value in any_json(),
+        items in 0u64..20_000, bytes in 0u64..2_000_000, timeout in 0u64..40_000,
+    ) {
+        use lambda_emulator::telemetry::{parse_logs_subscription, parse_subscription};
+        let _ = parse_subscription(value.to_string().as_bytes());
+        let _ = parse_logs_subscription(value.to_string().as_bytes());
+        let body = json!({
+            "schemaVersion": "2022-12-13", "types": ["platform"],
+            "buffering": {"maxItems": items, "maxBytes": bytes, "timeoutMs": timeout},
+            "destination": {"protocol": "HTTP", "URI": "http://sandbox.localdomain:4321/t"},
+        });
+        let in_range = (1000..=10_000).contains(&items)
+            && (262_144..=1_048_576).contains(&bytes)
+            && (25..=30_000).contains(&timeout);
+        let parsed = parse_subscription(body.to_string().as_bytes());
+        prop_assert_eq!(parsed.is_ok(), in_range, "{:?}", parsed);
+        if let Ok(sub) = parsed {
+            prop_assert_eq!(sub.max_items as u64, items);
+            prop_assert_eq!(sub.max_bytes as u64, bytes);
+            prop_assert!(sub.addr.ip().is_loopback());
+        }
     }
 
     #[test]

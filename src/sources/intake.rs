@@ -202,6 +202,9 @@ pub struct CurrentInvocations(std::sync::Mutex<std::collections::VecDeque<String
 
 /// INVOKE ids kept for the intake: an invocation's record arrives during it or the next.
 const CURRENT_INVOCATIONS: usize = 4;
+/// `/proc` reads allowed per period for records whose id no INVOKE named yet.
+const UNNAMED_READS_PER_PERIOD: u32 = 8;
+const UNNAMED_READS_PERIOD: Duration = Duration::from_millis(100);
 
 impl CurrentInvocations {
     /// An INVOKE event named `request_id`.
@@ -233,6 +236,7 @@ pub async fn run(
     // One byte more than the limit, so an oversized datagram is detectable (recv truncates).
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut warn = RateLimiter::new(Duration::from_secs(60));
+    let (mut unnamed_since, mut unnamed_reads) = (Instant::now(), 0u32);
     loop {
         let n = match socket.recv_from(&mut buf).await {
             Ok((n, _)) => n,
@@ -253,11 +257,20 @@ pub async fn run(
             }
             Ok(IntakeRecord::Invocation(record)) => {
                 Counters::incr(&counters.intake_received);
-                // Sample the runtime's /proc now: the handler just returned.
-                let proc_mem = record
-                    .pid
-                    .filter(|_| current.contains(&record.request_id))
-                    .and_then(procfs::read_pid);
+                // Sample the runtime's /proc now: the handler just returned. For an id no
+                // INVOKE named yet (a fast handler's record can overtake it) only a few times a
+                // tenth of a second: a flood of forged records must not cost a read each.
+                let now = Instant::now();
+                if now.saturating_duration_since(unnamed_since) >= UNNAMED_READS_PERIOD {
+                    unnamed_since = now;
+                    unnamed_reads = 0;
+                }
+                let named = current.contains(&record.request_id);
+                let read = named || unnamed_reads < UNNAMED_READS_PER_PERIOD;
+                if !named && read {
+                    unnamed_reads += 1;
+                }
+                let proc_mem = record.pid.filter(|_| read).and_then(procfs::read_pid);
                 SourceEvent::Decorator { record, proc_mem }
             }
             Err(e) => {

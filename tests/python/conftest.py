@@ -201,3 +201,11 @@ def lmp_env(monkeypatch):
         if k.startswith("LMP_"):
             monkeypatch.delenv(k)
     return monkeypatch
+
+
+try:  # `make fuzz`: 100,000 examples of each hypothesis property (`--hypothesis-profile=fuzz`).
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("fuzz", max_examples=100_000, deadline=None)
+except ImportError:  # the per-version venvs have no hypothesis: those tests skip
+    pass

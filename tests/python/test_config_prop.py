@@ -14,9 +14,6 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from lambda_memory_profiler._config import resolve  # noqa: E402
 
-# `make fuzz`: 100,000 examples of each property (hypothesis runs ~2,000 a second here).
-settings.register_profile("fuzz", max_examples=100_000, deadline=None)
-
 VARS = [
     "LMP_DISABLE",
     "LMP_TRACE",
