@@ -13,10 +13,12 @@ PY_DIRS := $(wildcard layer tests bench examples scripts demo)
 
 all: build
 
-# The first command to run: build everything, then a leaky example and its fixed twin on the
-# local emulator with the real layer and a local CloudWatch (LocalStack); prints the report.
+# The first command to run: build everything, then a leaky example and its fixed twin (three
+# environments each) on the local emulator with the real layer and a local CloudWatch
+# (LocalStack); the report is printed by the report command, as for a deployed function.
 demo: venv localstack layer
 	cargo build --release -p lambda-emulator
+	cargo build -p lambda-memory-profiler-report
 	.venv-localstack/bin/python demo/run_demo.py
 
 build:

@@ -1,18 +1,22 @@
-"""`make demo`: a leaky function and its fixed twin on the local Lambda emulator with the real
-layer, metrics published to a local CloudWatch (LocalStack), and a report read back from it.
+"""`make demo`: a leaky function and its fixed twin, three execution environments each, on the
+local Lambda emulator with the real layer and the decorator's default settings; metrics go to a
+local CloudWatch (LocalStack), each environment's log lines to its own log stream, and the report
+is printed by `lambda-memory-profiler-report`, the command that reports on deployed functions.
 
 Runs with the LocalStack venv's Python (it has boto3). Steps:
 1. unpack build/layer.zip as the layer (/opt);
 2. start LocalStack on a free loopback port;
-3. run each twin for N invocations through `lambda-emulator run --json` (extension sink:
+3. run every environment through `lambda-emulator run --json` at once (extension sink:
    CloudWatch PutMetricData against LocalStack);
-4. read the metrics back with GetMetricData, take the extension's leak / right-size log lines
-   from its output, print a report and write an SVG chart of memory over invocations.
+4. write what Lambda would write to each environment's log stream: the extension's lines and the
+   platform's REPORT line of every invocation;
+5. run `lambda-memory-profiler-report` against LocalStack (text report and build/demo/memory.svg).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -21,6 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -29,17 +35,9 @@ from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "LambdaMemoryProfilerDemo"
-METRICS = [
-    ("MemoryUtilization", "Maximum"),
-    ("MaxMemoryUsed", "Maximum"),
-    ("PythonHeapPeak", "Maximum"),
-    ("HeapGrowthPerInvoke", "Average"),
-    ("RuntimeRss", "Maximum"),
-    ("LeakSuspected", "Maximum"),
-    ("RecommendedMemorySize", "Maximum"),
-    ("GcCollected", "Sum"),
-    ("OutOfMemory", "Sum"),
-]
+MEMORY_MB = 512
+REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
 
 
 def free_port() -> int:
@@ -69,12 +67,11 @@ def start_localstack(state: Path) -> tuple[subprocess.Popen, str]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    import urllib.request
-
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2) as r:
-                if b'"cloudwatch": "available"' in r.read():
+                body = r.read()
+                if b'"cloudwatch": "available"' in body and b'"logs": "available"' in body:
                     return proc, endpoint
         except OSError:
             time.sleep(0.3)
@@ -82,8 +79,9 @@ def start_localstack(state: Path) -> tuple[subprocess.Popen, str]:
     sys.exit(f"LocalStack did not start; see {state.parent / 'localstack.log'}")
 
 
-def run_twin(emulator: Path, opt: Path, example: str, variant: str, n: int, env: dict) -> dict:
-    name = f"demo-{example}-{variant}"
+def start_environment(emulator: Path, opt: Path, example: str, variant: str, n: int, env: dict):
+    """One execution environment of `demo-<example>-<variant>`: `lambda-emulator run`, in the
+    background."""
     cmd = [
         str(emulator),
         "run",
@@ -96,199 +94,135 @@ def run_twin(emulator: Path, opt: Path, example: str, variant: str, n: int, env:
         "--invocations",
         str(n),
         "--memory-mb",
-        "512",
+        str(MEMORY_MB),
         "--timeout-s",
         "30",
         "--python",
         str(ROOT / ".venv" / "bin" / "python"),
         "--function-name",
-        name,
+        f"demo-{example}-{variant}",
         "--json",
     ]
-    for k, v in env.items():
+    # Each environment has its own intake port, as each Lambda sandbox has its own loopback.
+    for k, v in {**env, "LMP_INTAKE_PORT": str(free_port())}.items():
         cmd += ["--env", f"{k}={v}"]
-    started = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        sys.exit(f"emulator failed for {name}:\n{out.stderr[-4000:]}")
-    doc = json.loads(out.stdout)
-    doc["name"] = name
-    doc["seconds"] = time.monotonic() - started
-    return doc
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def extension_lines(doc: dict) -> list[dict]:
-    lines = []
+def epoch_ms(iso: str) -> int:
+    return int(dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def report_line(record: dict) -> str | None:
+    """The platform's REPORT line, as Lambda writes it to the environment's log stream."""
+    m = record.get("metrics") or {}
+    try:
+        line = (
+            f"REPORT RequestId: {record['requestId']}\tDuration: {m['durationMs']:.2f} ms\t"
+            f"Billed Duration: {m['billedDurationMs']:.0f} ms\t"
+            f"Memory Size: {m['memorySizeMB']} MB\tMax Memory Used: {m['maxMemoryUsedMB']} MB\t"
+        )
+    except KeyError:
+        return None
+    if "initDurationMs" in m:
+        line += f"Init Duration: {m['initDurationMs']:.2f} ms\t"
+    return line
+
+
+def log_events(doc: dict) -> list[dict]:
+    """The environment's log stream: extension lines and REPORT lines, in time order. Extension
+    lines carry no timestamp in the emulator's output: a line naming a request gets that
+    request's report time, any other the time of the last one before it."""
+    at_request = {}
+    events = []
+    for t in doc["telemetry"]:
+        if t["type"] == "platform.report":
+            ms = epoch_ms(t["time"])
+            at_request[t["record"].get("requestId")] = ms
+            line = report_line(t["record"])
+            if line:
+                events.append({"timestamp": ms, "message": line})
+    now = min(at_request.values(), default=int(time.time() * 1000))
     for text in doc["output"]["extensions"].get("lambda-memory-profiler", []):
         try:
-            v = json.loads(text)
+            value = json.loads(text)
         except ValueError:
-            continue
-        if isinstance(v, dict) and "lmp" in v:
-            lines.append(v)
-    return lines
+            value = None
+        if isinstance(value, dict):
+            now = max(now, at_request.get(value.get("request_id"), value.get("timestamp_ms", now)))
+        events.append({"timestamp": now, "message": text})
+    return sorted(events, key=lambda e: e["timestamp"])
 
 
-def read_back(cw, name: str, start: dt.datetime, end: dt.datetime) -> dict:
-    queries = [
-        {
-            "Id": f"m{i}",
-            "MetricStat": {
-                "Metric": {
-                    "Namespace": NAMESPACE,
-                    "MetricName": metric,
-                    "Dimensions": [{"Name": "FunctionName", "Value": name}],
-                },
-                "Period": 3600,
-                "Stat": stat,
-            },
-        }
-        for i, (metric, stat) in enumerate(METRICS)
-    ]
-    resp = cw.get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end)
-    values = {}
-    for r in resp["MetricDataResults"]:
-        metric = METRICS[int(r["Id"][1:])][0]
-        values[metric] = max(r["Values"]) if r["Values"] else None
-    return values
-
-
-def fmt_bytes(v: float | None) -> str:
-    if v is None:
-        return "—"
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(v) >= size:
-            return f"{v / size:.1f} {unit}"
-    return f"{v:.0f} B"
-
-
-def svg_chart(series: dict[str, list[float]], path: Path, memory_mb: int) -> None:
-    width, height, pad = 720, 320, 50
-    n = max(len(s) for s in series.values())
-    top = max(max(s) for s in series.values() if s) * 1.1
-    colours = ["#d62728", "#2ca02c", "#1f77b4", "#ff7f0e"]
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-        f"Memory used (platform maxMemoryUsedMB) over invocations, {memory_mb} MB function</text>",
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" '
-        'stroke="black"/>',
-        f'<line x1="{pad}" y1="30" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">invocation</text>',
-    ]
-    for frac in (0, 0.25, 0.5, 0.75, 1):
-        x = pad + frac * (width - pad - 10)
-        label = round(frac * max(n - 1, 1)) + 1
-        parts.append(f'<text x="{x}" y="{height - pad + 16}" text-anchor="middle">{label}</text>')
-        y = height - pad - frac * (height - pad - 30)
-        parts.append(f'<text x="{pad - 6}" y="{y + 4}" text-anchor="end">{top * frac:.0f}</text>')
-    for i, (label, values) in enumerate(series.items()):
-        pts = " ".join(
-            f"{pad + k / max(n - 1, 1) * (width - pad - 10):.1f},"
-            f"{height - pad - v / top * (height - pad - 30):.1f}"
-            for k, v in enumerate(values)
+def ship(logs, name: str, events: list[dict]) -> None:
+    group = f"/aws/lambda/{name}"
+    stream = dt.datetime.now(dt.timezone.utc).strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    for i in range(0, len(events), 5000):
+        logs.put_log_events(
+            logGroupName=group, logStreamName=stream, logEvents=events[i : i + 5000]
         )
-        colour = colours[i % len(colours)]
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>')
-        parts.append(f'<text x="{pad + 10}" y="{44 + 16 * i}" fill="{colour}">{label} (MB)</text>')
-    parts.append("</svg>")
-    path.write_text("\n".join(parts))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--example", default="log_aggregator")
-    ap.add_argument("--invocations", type=int, default=300)
+    ap.add_argument("--environments", type=int, default=3, help="per twin")
+    ap.add_argument("--invocations", type=int, default=100, help="per environment")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "demo")
     args = ap.parse_args()
 
     emulator = ROOT / "target" / "release" / "lambda-emulator"
+    report = ROOT / "target" / "debug" / "lambda-memory-profiler-report"
     opt = unpack_layer(ROOT / "build" / "layer.zip", args.out / "opt")
     state = args.out / "localstack"
     shutil.rmtree(state, ignore_errors=True)
     proc, endpoint = start_localstack(state)
     try:
-        env = {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "LMP_NAMESPACE": NAMESPACE,
-            "LMP_INTAKE_PORT": str(free_port()),
-        }
-        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-        docs = [
-            run_twin(emulator, opt, args.example, v, args.invocations, env)
-            for v in ("leaky", "fixed")
+        aws = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+        # The decorator's and the extension's defaults: only where to publish is set.
+        env = {**aws, "LMP_NAMESPACE": NAMESPACE}
+        variants = ("leaky", "fixed")
+        names = [f"demo-{args.example}-{variant}" for variant in variants]
+        started = time.monotonic()
+        running = [
+            (name, start_environment(emulator, opt, args.example, v, args.invocations, env))
+            for name, v in zip(names, variants)
+            for _ in range(args.environments)
         ]
-        end = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
-        cw = boto3.client(
-            "cloudwatch",
+        logs = boto3.client(
+            "logs",
             endpoint_url=endpoint,
-            region_name="us-east-1",
+            region_name=REGION,
             aws_access_key_id="demo",
             aws_secret_access_key="demo",
             config=Config(retries={"max_attempts": 2}),
         )
+        for name, p in running:
+            out, err = p.communicate()
+            if p.returncode != 0:
+                sys.exit(f"emulator failed for {name}:\n{err[-4000:]}")
+            ship(logs, name, log_events(json.loads(out)))
         print(
-            f"\nlambda-memory-profiler demo: examples/{args.example}, {args.invocations} "
-            f"invocations per twin, 512 MB, metrics read back from the local CloudWatch "
-            f"({endpoint}, namespace {NAMESPACE})\n"
+            f"\nlambda-memory-profiler demo: examples/{args.example}, {args.environments} "
+            f"environments per twin, {args.invocations} invocations each, {MEMORY_MB} MiB, default "
+            f"settings; ran in {time.monotonic() - started:.1f} s. The report below is "
+            f"`lambda-memory-profiler-report` reading the local CloudWatch at {endpoint}:\n",
+            flush=True,
         )
-        series = {}
-        for doc in docs:
-            name = doc["name"]
-            m = read_back(cw, name, start, end)
-            lines = extension_lines(doc)
-            leak = next((x for x in reversed(lines) if x["lmp"] == "leak_suspected"), None)
-            first_leak = next((x for x in lines if x["lmp"] == "leak_suspected"), None)
-            size = next((x for x in reversed(lines) if x["lmp"] == "right_size"), None)
-            used = [
-                o["report"]["metrics"]["maxMemoryUsedMB"]
-                for o in doc["invocations"]
-                if o.get("report")
-            ]
-            series[name] = used
-            print(f"== {name}  ({doc['seconds']:.1f} s)")
-            print(
-                f"   memory utilization (max)    {m['MemoryUtilization'] or 0:.1f} %"
-                f"   ({m['MaxMemoryUsed'] or 0:.0f} MB of 512)"
-            )
-            print(f"   Python heap peak (max)      {fmt_bytes(m['PythonHeapPeak'])}")
-            print(
-                f"   heap growth per invocation  {fmt_bytes(m['HeapGrowthPerInvoke'])}"
-                "   (resident anonymous memory, mean of the judged invocations)"
-            )
-            print(f"   runtime RSS (max)           {fmt_bytes(m['RuntimeRss'])}")
-            verdict = "LEAK SUSPECTED" if (m["LeakSuspected"] or 0) >= 1 else "no leak"
-            when = (
-                f" (first flagged at invocation {first_leak['invocations']})" if first_leak else ""
-            )
-            print(f"   leak verdict                {verdict}{when}")
-            if leak:
-                print("   top growing allocation sites:")
-                for s in leak["growing_sites"]:
-                    site = s["site"].replace(str(ROOT) + "/", "")
-                    print(f"     {fmt_bytes(s['bytes_per_traced_invoke']):>10}/invoke  {site}")
-            rec = m["RecommendedMemorySize"]
-            print(
-                f"   recommended memory size     {rec:.0f} MB"
-                if rec
-                else "   recommended memory size     —"
-            )
-            if leak and rec:
-                print("     (a leaking function's peak keeps rising: fix the leak before resizing)")
-            elif size and size.get("monthly_saving_usd") is not None:
-                print(
-                    f"     (peak {size['peak_mb']:.0f} MB + headroom; at this environment's "
-                    f"rate: {size['monthly_saving_usd']:+.2f} USD/month)"
-                )
-            print()
         chart = args.out / "memory.svg"
-        svg_chart(series, chart, 512)
-        print(f"chart: {chart.relative_to(ROOT)}")
+        # The run takes seconds: bins of 100 ms show each environment's memory over it.
+        cmd = [str(report), "--namespace", NAMESPACE, "--region", REGION]
+        cmd += ["--endpoint-url", endpoint, "--since", "10m", "--bin", "100ms"]
+        cmd += ["--chart", str(chart)]
+        for name in names:
+            cmd += ["--function", name]
+        result = subprocess.run(cmd, env={**os.environ, **aws}, check=False)
+        if result.returncode != 0:
+            sys.exit(result.returncode)
+        print(f"\nchart: {chart.relative_to(ROOT)}")
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=10)

@@ -246,3 +246,21 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
     ]
 }
+
+/// The platform's per-invocation log line in Lambda's text format (what Lambda writes to the
+/// environment's log stream), from a `platform.report` record; `None` without its metrics.
+pub fn lambda_report_line(record: &serde_json::Value) -> Option<String> {
+    let m = record.get("metrics")?;
+    let mut line = format!(
+        "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {:.0} ms\tMemory Size: {:.0} MB\tMax Memory Used: {:.0} MB\t",
+        record.get("requestId")?.as_str()?,
+        m.get("durationMs")?.as_f64()?,
+        m.get("billedDurationMs")?.as_f64()?,
+        m.get("memorySizeMB")?.as_f64()?,
+        m.get("maxMemoryUsedMB")?.as_f64()?,
+    );
+    if let Some(init) = m.get("initDurationMs").and_then(serde_json::Value::as_f64) {
+        line.push_str(&format!("Init Duration: {init:.2} ms\t"));
+    }
+    Some(line)
+}
