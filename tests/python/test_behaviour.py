@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import traceback
 import tracemalloc
 
@@ -245,17 +244,14 @@ def test_suspect_traces_obey_the_budget(intake, monkeypatch):
         return None
 
     traced = 0
-    started = time.perf_counter()
     n = 400
     for _ in range(n):
         handler({}, None)
         t = intake.next()["trace"]
         traced += t is not None and t["reason"] == "suspect"
-    elapsed = time.perf_counter() - started
     kept.clear()
     # Suspected all along, but each trace costs far more than 20 µs per invocation earns.
     assert 1 <= traced < n // _sampling.SUSPECT_INTERVAL // 2, traced
-    assert elapsed > 0
 
 
 def test_runtime_drift_is_not_suspected(intake, monkeypatch):

@@ -54,7 +54,7 @@ class Sampler:
         self.episode_traces = 0
         # Recent resident anonymous memory and block counts, oldest first (the suspect window).
         self.anon: collections.deque[int] = collections.deque(maxlen=opts.suspect_window + 1)
-        self.block_counts: collections.deque[int] = collections.deque(
+        self.block_counts: collections.deque[tuple[int, int]] = collections.deque(
             maxlen=opts.suspect_window + 1
         )
         # A private generator: the user's random.seed() must not steer sampling, nor the reverse.
@@ -132,18 +132,21 @@ class Sampler:
     def suspected(self) -> bool:
         """Memory rose steadily over the suspect window: resident anonymous memory by at least
         SUSPECT_MIN_GROWTH per invocation, in more than one step (one jump is a first call's
-        caches, not a trend); or, without that figure, the median step of the live-block count
-        above the runtime's own drift."""
+        caches, not a trend); or the median step of the live-block count above the runtime's
+        own drift (resident memory lags while the heap still has free pages to hand out)."""
         w = self.opts.suspect_window
         anon = self.anon
         if len(anon) > w:
             rises = sum(1 for a, b in zip(anon, list(anon)[1:]) if b > a)
-            return anon[-1] - anon[0] >= w * SUSPECT_MIN_GROWTH and rises >= 2
+            if anon[-1] - anon[0] >= w * SUSPECT_MIN_GROWTH and rises >= 2:
+                return True
         counts = list(self.block_counts)
         if len(counts) <= w:
             return False
-        steps = sorted(b - a for a, b in zip(counts, counts[1:]))
-        return steps[len(steps) // 2] >= SUSPECT_MIN_BLOCKS
+        # The median step per invocation (counts can be invocations apart on a large heap): one
+        # jump, a first call's imports and caches, is not a steady rise.
+        steps = sorted((b - a) / (j - i) for (i, a), (j, b) in zip(counts, counts[1:]) if j > i)
+        return bool(steps) and steps[len(steps) // 2] >= SUSPECT_MIN_BLOCKS
 
     def learn(self, traced: bool, cold: bool, cost_s: float) -> None:
         """Updates the cost averages with one invocation (handler plus tracing, if traced)."""
@@ -179,4 +182,4 @@ class Sampler:
         if anon is not None:
             self.anon.append(anon)
         if blocks is not None:  # a thinned-out count: the window then spans more invocations
-            self.block_counts.append(blocks)
+            self.block_counts.append((self.calls, blocks))
