@@ -128,15 +128,7 @@ async fn run(
         let _ = em.shutdown(lambda_emulator::ShutdownReason::Spindown).await;
         lines
     } else {
-        let (shut, ext) = common::shut_down(em).await;
-        assert!(
-            !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
-            "{ext:?}"
-        );
-        shut.extension_output
-            .get(common::EXT)
-            .cloned()
-            .unwrap_or_default()
+        common::shut_down_cleanly(em).await
     };
     let emf = common::emf_docs(&raw);
     Some((

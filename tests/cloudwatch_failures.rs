@@ -95,16 +95,7 @@ async fn run(mode: Mode, tag: &str) -> Option<(Vec<Duration>, Vec<String>, u64)>
             );
         }
     }
-    let (shut, ext) = common::shut_down(em).await;
-    assert!(
-        !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
-        "{ext:?}"
-    );
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
+    let lines = common::shut_down_cleanly(em).await;
     let _ = std::fs::remove_dir_all(&dir);
     Some((held, lines, requests.load(Ordering::Relaxed)))
 }

@@ -87,16 +87,7 @@ async fn a_flood_of_false_records_publishes_only_the_real_invocations() {
         assert_eq!(out.status, InvokeStatus::Success, "{out:?}");
         sent = out.response.unwrap_or_default();
     }
-    let (shut, ext) = common::shut_down(em).await;
-    assert!(
-        !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
-        "{ext:?}"
-    );
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
+    let lines = common::shut_down_cleanly(em).await;
     let emf = common::emf_docs(&lines);
     let values = |m: &str| common::metric_values(&emf, m);
     let last = lines

@@ -56,16 +56,7 @@ async fn run_example(example: &str, variant: &str, invocations: usize) -> Option
             "{example}/{variant} #{i}: {out:?}"
         );
     }
-    let (shut, ext) = common::shut_down(em).await;
-    assert!(
-        !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
-        "{ext:?}"
-    );
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
+    let lines = common::shut_down_cleanly(em).await;
     let emf = common::emf_docs(&lines);
     Some(Run {
         leak_suspected: common::metric_values(&emf, "LeakSuspected"),

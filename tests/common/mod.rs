@@ -134,6 +134,17 @@ pub async fn shut_down(
     (shut, ext)
 }
 
+/// Shuts the environment down, checks that this extension ended by itself within the deadline,
+/// and returns every line it printed.
+pub async fn shut_down_cleanly(em: lambda_emulator::Emulator) -> Vec<String> {
+    let (shut, ext) = shut_down(em).await;
+    assert!(
+        !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
+        "{ext:?}"
+    );
+    shut.extension_output.get(EXT).cloned().unwrap_or_default()
+}
+
 pub fn ext_lines(em: &lambda_emulator::Emulator) -> Vec<String> {
     em.output_lines(OutputSource::Extension(EXT.into()))
 }
