@@ -397,8 +397,11 @@ impl Agent {
             }
             datums.extend(metrics::findings_datums(&findings));
         }
+        let values = datums.len() as u64;
         if self.sink_tx.try_send(Command::Data(datums)).is_err() {
-            Counters::add(&self.counters.datums_dropped, profiles.len() as u64);
+            // Counted as values, like every other loss of metric data.
+            Counters::add(&self.counters.values_offered, values);
+            Counters::add(&self.counters.datums_dropped, values);
         }
     }
 
@@ -496,6 +499,8 @@ impl Agent {
             out_of_range = n(&c.values_out_of_range),
             kernel_drops = n(&c.intake_kernel_drops),
             channel_full = n(&c.events_channel_full),
+            values = n(&c.values_offered),
+            values_sent = n(&c.values_sent),
             values_lost = n(&c.datums_dropped),
             "flushed; exiting"
         );

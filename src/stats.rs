@@ -28,6 +28,10 @@ pub struct Counters {
     pub datums_dropped: AtomicU64,
     /// Metric values the sink holds, buffered or in a request not yet answered.
     pub values_pending: AtomicU64,
+    /// Metric values handed to the sink (or lost on the way), the extension's own included.
+    pub values_offered: AtomicU64,
+    /// Metric values the sink delivered (accepted by CloudWatch, or printed as EMF).
+    pub values_sent: AtomicU64,
 }
 
 impl Counters {

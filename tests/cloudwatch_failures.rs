@@ -128,6 +128,10 @@ async fn a_slow_cloudwatch_does_not_hold_invocations_and_unsent_values_are_count
     let dropped = final_count(&lines, "dropped");
     let lost = final_count(&lines, "values_lost");
     assert!(lost > 0 && dropped >= lost, "{}", lines.join("\n"));
+    // Exactly: every value the sink was given was either taken by the endpoint (none here) or
+    // counted as lost, the ones still in flight at the deadline included.
+    assert_eq!(final_count(&lines, "values_sent"), 0);
+    assert_eq!(final_count(&lines, "values"), lost, "{}", lines.join("\n"));
     assert!(
         lines
             .iter()
@@ -160,7 +164,13 @@ async fn failing(mode: Mode, tag: &str, class: &str) {
         "{}",
         warnings[0]
     );
-    assert!(final_count(&lines, "values_lost") > 0);
+    let lost = final_count(&lines, "values_lost");
+    assert!(lost > 0);
+    assert_eq!(
+        final_count(&lines, "values"),
+        final_count(&lines, "values_sent") + lost,
+        "every value sent or counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,7 @@ fn take_data(
     counters: &Counters,
     warn: &mut RateLimiter,
 ) {
+    Counters::add(&counters.values_offered, d.len() as u64);
     // The last guard: one value CloudWatch rejects would lose its whole request.
     let before = d.len();
     d.retain(|x| x.metric.accepts(x.value));
@@ -157,11 +158,13 @@ async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, repor
     let dropped = counters.dropped_total();
     let now_ms = crate::epoch_ms();
     let mut data = std::mem::take(buf);
-    data.extend(metrics::self_datums(
+    let own = metrics::self_datums(
         procfs::read_self().and_then(|m| m.rss),
         dropped.saturating_sub(*reported),
         now_ms,
-    ));
+    );
+    Counters::add(&counters.values_offered, own.len() as u64);
+    data.extend(own);
     *reported = dropped;
     counters
         .values_pending
@@ -175,10 +178,12 @@ async fn flush(sink: &mut Sink, buf: &mut Vec<Datum>, counters: &Counters, repor
             for line in emf::lines(namespace, dims, &data, *storage_resolution) {
                 print_line(&line);
             }
+            Counters::add(&counters.values_sent, data.len() as u64);
         }
         Sink::CloudWatch(cw) => {
             let r = cw.send(&data).await;
             Counters::add(&counters.datums_dropped, r.failed_values);
+            Counters::add(&counters.values_sent, r.sent_values);
             tracing::debug!(
                 requests = r.requests,
                 sent = r.sent_values,
