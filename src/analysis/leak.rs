@@ -75,7 +75,7 @@ impl Default for LeakConfig {
             confirm: 5,
             min_blocks_per_invoke: 2.0,
             min_rising_share: 0.75,
-            fragmentation_windows: 5,
+            fragmentation_windows: 10,
         }
     }
 }
@@ -580,10 +580,10 @@ mod tests {
             });
             assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
         }
-        // Unless it never settles: then it is called a leak, five windows later.
+        // Unless it never settles: then it is called a leak, ten windows later.
         let mut d = LeakDetector::new(cfg());
         let mut first = None;
-        for i in 0..400u32 {
+        for i in 0..600u32 {
             d.observe(LeakObservation {
                 anon_bytes: Some(60e6 + 16_384.0 * f64::from(i / 3)),
                 heap_blocks: Some(50_000.0 + f64::from(i)),
@@ -592,7 +592,7 @@ mod tests {
                 first = Some(i);
             }
         }
-        assert!(first.is_some_and(|i| (230..=250).contains(&i)), "{first:?}");
+        assert!(first.is_some_and(|i| (430..=450).contains(&i)), "{first:?}");
         // The same memory with Python objects kept is a leak; so is a native leak at every
         // invocation, and growth from a sender that counts no blocks.
         for (blocks_per_invoke, every) in [(40.0, 4), (1.0, 1)] {
