@@ -48,28 +48,26 @@ impl Counters {
         self.intake_port.store(u64::from(port), Ordering::Relaxed);
     }
 
+    /// The intake socket's state in `/proc/net/udp`, when it is watched.
+    fn intake_socket(&self) -> Option<crate::sources::procfs::UdpSocketState> {
+        let port = u16::try_from(self.intake_port.load(Ordering::Relaxed)).ok()?;
+        (port != 0)
+            .then(|| crate::sources::procfs::udp_socket(port))
+            .flatten()
+    }
+
     /// Reads the kernel's drop count of the intake socket (a running total, so the largest
     /// reading is kept). Cheap enough for every flush, not for every datagram.
     pub fn refresh_kernel_drops(&self) {
-        let port = self.intake_port.load(Ordering::Relaxed);
-        let Ok(port) = u16::try_from(port) else {
-            return;
-        };
-        if port == 0 {
-            return;
-        }
-        if let Some(drops) = crate::sources::procfs::udp_drops(port) {
-            self.intake_kernel_drops.fetch_max(drops, Ordering::Relaxed);
+        if let Some(socket) = self.intake_socket() {
+            self.intake_kernel_drops
+                .fetch_max(socket.drops, Ordering::Relaxed);
         }
     }
 
     /// Bytes still queued in the intake socket (not yet read), when it is watched.
     pub fn intake_queued_bytes(&self) -> Option<u64> {
-        let port = u16::try_from(self.intake_port.load(Ordering::Relaxed)).ok()?;
-        (port != 0)
-            .then(|| crate::sources::procfs::udp_socket(port))
-            .flatten()
-            .map(|s| s.queued_bytes)
+        self.intake_socket().map(|s| s.queued_bytes)
     }
 
     /// Total of every kind of drop so far (evicted profiles are published, so not counted).

@@ -11,7 +11,7 @@ use lambda_memory_profiler::invocation::SourceEvent;
 use lambda_memory_profiler::lifecycle::{parse_next, NextEvent};
 use lambda_memory_profiler::sources::intake::{parse_datagram, IntakeRecord, MAX_DATAGRAM};
 use lambda_memory_profiler::sources::limits::{Limits, MAX_DURATION_MS, MAX_MEMORY_MB};
-use lambda_memory_profiler::sources::procfs::{parse_status, parse_udp_drops};
+use lambda_memory_profiler::sources::procfs::{parse_status, parse_udp_socket};
 use lambda_memory_profiler::sources::telemetry::{parse_batch, TelemetryEvent};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -168,7 +168,7 @@ proptest! {
         if !text.contains("RssAnon") {
             prop_assert_eq!(m.anon, Some(anon * 1024));
         }
-        let _ = parse_udp_drops(&text, 4243);
+        let _ = parse_udp_socket(&text, 4243);
     }
 
     #[test]

@@ -113,9 +113,6 @@ pub async fn worker(
                 }
             }
         }
-        counters
-            .values_pending
-            .store(buf.len() as u64, Ordering::Relaxed);
     }
 }
 

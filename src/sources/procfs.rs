@@ -81,20 +81,10 @@ pub fn parse_udp_socket(text: &str, port: u16) -> Option<UdpSocketState> {
     })
 }
 
-/// The drop count of the UDP socket bound to 127.0.0.1:`port`, in the `/proc/net/udp` text.
-pub fn parse_udp_drops(text: &str, port: u16) -> Option<u64> {
-    parse_udp_socket(text, port).map(|s| s.drops)
-}
-
 /// The state of this process's UDP socket on 127.0.0.1:`port`.
 pub fn udp_socket(port: u16) -> Option<UdpSocketState> {
     let text = std::fs::read_to_string("/proc/self/net/udp").ok()?;
     parse_udp_socket(&text, port)
-}
-
-/// The kernel's drop count of this process's UDP socket on 127.0.0.1:`port`.
-pub fn udp_drops(port: u16) -> Option<u64> {
-    udp_socket(port).map(|s| s.drops)
 }
 
 /// Memory figures of this process.
@@ -145,7 +135,7 @@ mod tests {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
             1: 0100007F:1093 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1234 2 0000000000000000 17\n\
             2: 00000000:1093 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1235 2 0000000000000000 99\n";
-        assert_eq!(parse_udp_drops(text, 4243), Some(17));
+        assert_eq!(parse_udp_socket(text, 4243).map(|s| s.drops), Some(17));
         assert_eq!(
             parse_udp_socket(
                 "h\n 1: 0100007F:1093 00000000:0000 07 00000000:00000A00 00:00000000 00000000 0 0 1 2 0 3\n",
@@ -156,10 +146,10 @@ mod tests {
                 drops: 3
             })
         );
-        assert_eq!(parse_udp_drops(text, 4244), None);
-        assert_eq!(parse_udp_drops("", 4243), None);
+        assert_eq!(parse_udp_socket(text, 4244), None);
+        assert_eq!(parse_udp_socket("", 4243), None);
         assert_eq!(
-            parse_udp_drops("header\n1: 0100007F:1093 x drops", 4243),
+            parse_udp_socket("header\n1: 0100007F:1093 x drops", 4243),
             None
         );
     }
@@ -174,7 +164,7 @@ mod tests {
         for _ in 0..2000 {
             let _ = client.send_to(&datagram, ("127.0.0.1", port));
         }
-        let drops = udp_drops(port).expect("the socket is listed");
+        let drops = udp_socket(port).expect("the socket is listed").drops;
         assert!(drops > 0, "drops {drops}");
     }
 

@@ -119,16 +119,6 @@ class Sampler:
         expected = self.extra_s
         return self.credit_s >= (expected if expected is not None else 0.0)
 
-    def effective_rate(self) -> float:
-        """The long-run sampling rate the budget allows: the sample rate, or the budget over a
-        trace's extra cost when that is lower."""
-        rate = self.opts.sample_rate
-        extra = self.extra_s
-        budget = self.budget_s()
-        if not extra or budget == float("inf"):
-            return rate
-        return min(rate, budget / extra)
-
     def suspected(self) -> bool:
         """Memory rose steadily over the suspect window: resident anonymous memory by at least
         SUSPECT_MIN_GROWTH per invocation, in more than one step (one jump is a first call's
