@@ -68,7 +68,8 @@ pub struct Config {
     /// `LMP_LEAK_MIN_HEAP_BYTES` (growth of the runtime's resident anonymous memory per
     /// invocation that counts, default 1024),
     /// `LMP_LEAK_MAX_P` (largest Mann–Kendall p-value taken as a trend, default 0.01),
-    /// `LMP_LEAK_CONFIRM` (consecutive invocations the rule must hold, default 5).
+    /// `LMP_LEAK_CONFIRM` (consecutive invocations the rule must hold, default 5),
+    /// `LMP_LEAK_SIGNAL` (`resident`, default, or `heap`: the native sampler's estimate).
     pub leak: crate::analysis::leak::LeakConfig,
     /// Right-size: `LMP_HEADROOM` (fraction over the peak, default 0.3) and
     /// `LMP_PRICE_PER_GB_SECOND` (default: Lambda's x86_64 or arm64 price, by build target).
@@ -241,6 +242,14 @@ impl Config {
         });
         apply("LMP_LEAK_CONFIRM", &mut |v| {
             c.leak.confirm = parse_range(v, 1, 500)? as usize;
+            Ok(())
+        });
+        apply("LMP_LEAK_SIGNAL", &mut |v| {
+            c.leak.judge_python_heap = match v {
+                "resident" => false,
+                "heap" => true,
+                _ => return Err("expected resident or heap".to_string()),
+            };
             Ok(())
         });
         apply("LMP_HEADROOM", &mut |v| {

@@ -66,6 +66,8 @@ metric_table! {
     PythonHeapPeak, Bytes, "decorator (traced)", "peak of memory allocated during the invocation";
     PythonHeapRetained, Bytes, "decorator (traced)", "memory allocated during the invocation and still held at its end";
     PythonHeapGrowth, Bytes, "decorator (traced)", "net growth of the Python heap over the invocation (only from a tracemalloc session spanning invocations)";
+    PythonHeapLive, Bytes, "decorator (native sampler)", "estimated live bytes of the Python heap (OBJ+MEM domains) at the invocation's end, from allocations sampled by bytes";
+    PythonHeapAllocated, Bytes, "decorator (native sampler)", "bytes requested from the Python heap during the invocation (exact, freed ones included)";
     RuntimeRss, Bytes, "/proc/<pid> (extension)", "runtime process RSS after the invocation";
     RuntimeRssPeak, Bytes, "decorator / /proc", "runtime process peak RSS during the invocation";
     GcCollections, Count, "decorator", "garbage collections during the invocation";
@@ -76,7 +78,7 @@ metric_table! {
     InitDuration, Milliseconds, "platform.report", "init duration (cold starts only)";
     ColdStart, Count, "decorator / telemetry", "1 on the first invocation of an environment";
     OutOfMemory, Count, "analysis", "1 for the invocation that ran out of memory (counted once)";
-    HeapGrowthPerInvoke, Bytes, "analysis", "slope of the runtime's resident anonymous memory per warm invocation (full window)";
+    HeapGrowthPerInvoke, Bytes, "analysis", "slope per warm invocation (full window) of PythonHeapLive when the records carry it, else of the runtime's resident anonymous memory";
     LeakSuspected, Count, "analysis", "1 while a leak verdict stands, 0 once judged clean (full window)";
     InvocationsToOutOfMemory, Count, "analysis", "while a leak stands: invocations until the memory size at the current slope";
     RecommendedMemorySize, Megabytes, "analysis", "smallest memory size with headroom";
@@ -165,6 +167,7 @@ pub fn profile_datums(p: &InvocationProfile) -> Vec<Datum> {
     let r = p.report.as_ref();
     let d = p.decorator.as_deref();
     let trace = d.and_then(|d| d.trace.as_ref());
+    let heap = d.and_then(|d| d.heap.as_ref());
     let gc = d.and_then(|d| d.gc.as_ref());
     let u = |x: Option<u64>| x.map(|v| v as f64);
 
@@ -187,6 +190,11 @@ pub fn profile_datums(p: &InvocationProfile) -> Vec<Datum> {
     push(
         Metric::PythonHeapGrowth,
         trace.and_then(|t| t.growth_bytes).map(|v| v as f64),
+    );
+    push(Metric::PythonHeapLive, u(heap.and_then(|h| h.live_bytes)));
+    push(
+        Metric::PythonHeapAllocated,
+        u(heap.and_then(|h| h.allocated_bytes)),
     );
     push(Metric::RuntimeRss, u(p.runtime_proc.and_then(|m| m.rss)));
     push(
@@ -297,7 +305,7 @@ pub fn top_sites_line(p: &InvocationProfile, function_name: &str) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::intake::{DecoratorRecord, GcStats, TopSite, Trace};
+    use crate::sources::intake::{DecoratorRecord, GcStats, Heap, TopSite, Trace};
     use crate::sources::procfs::ProcMemory;
     use crate::sources::telemetry::{Report, RuntimeDone};
 
@@ -344,6 +352,14 @@ mod tests {
                     }],
                     ..Default::default()
                 }),
+                heap: Some(Heap {
+                    live_bytes: Some(52_428_800),
+                    allocated_bytes: Some(1_048_576),
+                    sample_bytes: Some(65_536),
+                    samples: Some(812),
+                    epoch: Some(1),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })),
             runtime_proc: Some(ProcMemory {
@@ -385,6 +401,8 @@ mod tests {
         assert_eq!(value(&d, Metric::PythonHeapPeak), Some(5000.0));
         assert_eq!(value(&d, Metric::PythonHeapRetained), Some(3000.0));
         assert_eq!(value(&d, Metric::PythonHeapGrowth), Some(-100.0));
+        assert_eq!(value(&d, Metric::PythonHeapLive), Some(52_428_800.0));
+        assert_eq!(value(&d, Metric::PythonHeapAllocated), Some(1_048_576.0));
         assert_eq!(value(&d, Metric::RuntimeRss), Some(60_000_000.0));
         assert_eq!(value(&d, Metric::RuntimeRssPeak), Some(70_000_000.0));
         assert_eq!(value(&d, Metric::GcCollections), Some(2.0));
@@ -398,7 +416,7 @@ mod tests {
         assert_eq!(value(&d, Metric::BilledDuration), Some(13.0));
         assert_eq!(value(&d, Metric::InitDuration), Some(400.0));
         assert_eq!(value(&d, Metric::ColdStart), Some(1.0));
-        assert_eq!(d.len(), 15, "OutOfMemory comes from the analysis");
+        assert_eq!(d.len(), 17, "OutOfMemory comes from the analysis");
         assert!(d.iter().all(|x| x.timestamp_ms == 1_764_000_000_000));
     }
 
@@ -410,12 +428,15 @@ mod tests {
         if let Some(d) = p.decorator.as_mut() {
             d.trace = None;
             d.rss_peak_bytes = None;
+            d.heap = None;
         }
         let d = profile_datums(&p);
         for m in [
             Metric::MaxMemoryUsed,
             Metric::MemoryUtilization,
             Metric::PythonHeapPeak,
+            Metric::PythonHeapLive,
+            Metric::PythonHeapAllocated,
             Metric::RuntimeRss,
             Metric::RuntimeRssPeak,
             Metric::BilledDuration,

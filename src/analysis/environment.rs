@@ -4,12 +4,15 @@
 //! Still pure: profiles in, typed findings and JSON log lines out; time comes from the profiles.
 //! [`crate::metrics`] turns the findings into metric data.
 
-use super::leak::{LeakConfig, LeakDetector, LeakObservation, LeakReport, Transition, Verdict};
+use super::leak::{
+    LeakConfig, LeakDetector, LeakObservation, LeakReport, Signal, Transition, Verdict,
+};
 use super::lines::{LeakLine, OomLine, ProfileSummary, RightSizeLine, WithdrawnLine};
 use super::oom;
 use super::rightsize::{self, RightSizeConfig, Usage};
-use super::sites::{SiteGrowth, SiteSample};
+use super::sites::{GrowingSite, HeapSiteGrowth, HeapSiteSample, SiteGrowth, SiteSample};
 use crate::invocation::InvocationProfile;
+use crate::sources::intake::DecoratorRecord;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Growing sites named in a leak log line.
@@ -40,17 +43,56 @@ pub struct Findings {
 pub struct LeakFigures {
     /// A leak verdict stands for this environment.
     pub suspected: bool,
-    /// Growth of the runtime's resident anonymous memory, bytes per invocation, over the window.
+    /// Growth per invocation over the window, bytes: of the Python heap's live bytes when the
+    /// records carry the native sampler's figures, else of the runtime's resident anonymous
+    /// memory.
     pub growth_bytes_per_invoke: f64,
     /// While a leak stands: invocations until the memory size is reached at the current slope.
     pub invocations_to_out_of_memory: Option<f64>,
+}
+
+/// Which series a record feeds, and so which history it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Series {
+    ResidentAnon,
+    /// The sampler's estimate, within one sampler epoch.
+    PythonHeap {
+        epoch: Option<u64>,
+    },
+}
+
+impl Series {
+    /// The series of a record; `None` when it says nothing about it (a `heap` object that did
+    /// not parse is a missing sample of the heap series, not a change of source).
+    fn of(record: &DecoratorRecord, judge_python_heap: bool) -> Option<Series> {
+        if !judge_python_heap {
+            return Some(Series::ResidentAnon);
+        }
+        match &record.heap {
+            Some(h) => Some(Series::PythonHeap { epoch: h.epoch }),
+            None if record.heap_malformed => None,
+            None => Some(Series::ResidentAnon),
+        }
+    }
+
+    fn signal(self) -> Signal {
+        match self {
+            Series::ResidentAnon => Signal::ResidentAnon,
+            Series::PythonHeap { .. } => Signal::PythonHeap,
+        }
+    }
 }
 
 /// Running state of the analysis for one execution environment.
 #[derive(Debug)]
 pub struct EnvironmentAnalysis {
     leak: LeakDetector,
+    /// The series the current history judges (`None` before the first record).
+    series: Option<Series>,
+    /// Sites from traced invocations (the fallback ranking).
     sites: SiteGrowth,
+    /// Sites from the native sampler's records (the ranking when they name any).
+    heap_sites: HeapSiteGrowth,
     rightsize: RightSizeConfig,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, used until a report says it.
     configured_memory_mb: Option<u32>,
@@ -80,9 +122,12 @@ impl EnvironmentAnalysis {
         rightsize: RightSizeConfig,
         configured_memory_mb: Option<u32>,
     ) -> Self {
+        let window = leak.window;
         Self {
             leak: LeakDetector::new(leak),
+            series: None,
             sites: SiteGrowth::default(),
+            heap_sites: HeapSiteGrowth::new(window),
             rightsize,
             configured_memory_mb,
             runtime_pid: None,
@@ -115,13 +160,20 @@ impl EnvironmentAnalysis {
         // A new runtime process (after a crash or OOM kill) starts a new memory history.
         if let Some(pid) = record.and_then(|d| d.pid) {
             if self.runtime_pid.is_some_and(|old| old != pid) {
-                self.leak.reset();
-                self.sites = SiteGrowth::default();
-                self.leak_raised_at = None;
-                self.leak_logged_at = None;
-                self.leak_logged_without_sites = false;
+                self.restart_history(self.leak.signal());
             }
             self.runtime_pid = Some(pid);
+        }
+        // So does a change of the judged series: the sampler appeared or went away, or it
+        // restarted (a new epoch) — levels of two sources are never compared.
+        let judge_heap = self.leak.config().judge_python_heap;
+        if let Some(series) = record.and_then(|r| Series::of(r, judge_heap)) {
+            if self.series != Some(series) {
+                if self.series.is_some() || self.leak.signal() != series.signal() {
+                    self.restart_history(series.signal());
+                }
+                self.series = Some(series);
+            }
         }
         self.invocations += 1;
         self.first_ms.get_or_insert(p.timestamp_ms);
@@ -139,6 +191,26 @@ impl EnvironmentAnalysis {
         }
         self.previous = Some(summary);
         findings
+    }
+
+    /// Forgets the leak history (its series, sites and log state); judges `signal` from now on.
+    fn restart_history(&mut self, signal: Signal) {
+        self.leak.restart(signal);
+        self.sites = SiteGrowth::default();
+        self.heap_sites = HeapSiteGrowth::new(self.leak.config().window);
+        self.leak_raised_at = None;
+        self.leak_logged_at = None;
+        self.leak_logged_without_sites = false;
+    }
+
+    /// The growing sites: the sampler's net growth when its records name sites, else the traced
+    /// invocations' weighted retention.
+    fn growing_sites(&self, n: usize) -> Vec<GrowingSite> {
+        if self.heap_sites.has_sites() {
+            self.heap_sites.top(n)
+        } else {
+            self.sites.top(n)
+        }
     }
 
     /// Counted once: the invocation that ran out, never a later one because the mark stays high.
@@ -178,15 +250,43 @@ impl EnvironmentAnalysis {
 
     fn leak_trend(&mut self, p: &InvocationProfile, function_name: &str, findings: &mut Findings) {
         let record = p.decorator.as_deref();
-        // The sender's own reading, at the handler's end, is taken at the same point of every
-        // invocation; the extension's, when the record arrives, as a fallback.
-        let anon = record
-            .and_then(|d| d.anon_bytes)
-            .or_else(|| p.runtime_proc.and_then(|m| m.anon));
+        let level = match self.leak.signal() {
+            // The sampler's estimate; a record without it (lost, malformed) is a missing sample.
+            Signal::PythonHeap => record.and_then(|d| d.heap.as_ref()?.live_bytes),
+            // The sender's own reading, at the handler's end, is taken at the same point of
+            // every invocation; the extension's, when the record arrives, as a fallback.
+            Signal::ResidentAnon => record
+                .and_then(|d| d.anon_bytes)
+                .or_else(|| p.runtime_proc.and_then(|m| m.anon)),
+        };
         let transition = self.leak.observe(LeakObservation {
-            anon_bytes: anon.map(|b| b as f64),
+            bytes: level.map(|b| b as f64),
             heap_blocks: record.and_then(|d| d.heap_blocks).map(|b| b as f64),
         });
+        // The sampler's sites: each names its change since the previous record.
+        if let Some(heap) = record
+            .and_then(|d| d.heap.as_ref())
+            .filter(|_| self.leak.signal() == Signal::PythonHeap)
+        {
+            let keys: Vec<(String, Option<&str>, i64, Option<u64>)> = heap
+                .sites
+                .iter()
+                .map(|s| {
+                    let site = format!("{}:{}", s.file, s.line);
+                    (site, s.via.as_deref(), s.delta_bytes, s.live_bytes)
+                })
+                .collect();
+            self.heap_sites.observe(
+                self.invocations,
+                keys.iter()
+                    .map(|(site, via, delta_bytes, live_bytes)| HeapSiteSample {
+                        site,
+                        via: *via,
+                        delta_bytes: *delta_bytes,
+                        live_bytes: *live_bytes,
+                    }),
+            );
+        }
         // Sites: what this traced invocation held, weighted by what the process really keeps
         // per invocation now (the window's growth; all of it before a window is judged). Not
         // this invocation's own change: tracing itself moves the memory of the invocation it
@@ -250,14 +350,14 @@ impl EnvironmentAnalysis {
             // Logged when raised, then once per window, so the log keeps the current sites,
             // and as soon as a traced invocation names sites the last line did not have.
             let window = self.leak.config().window.max(1) as u64;
-            let sites_now = self.leak_logged_without_sites && !self.sites.top(1).is_empty();
+            let sites_now = self.leak_logged_without_sites && !self.growing_sites(1).is_empty();
             let due = sites_now
                 || self
                     .leak_logged_at
                     .is_none_or(|at| self.invocations >= at + window);
             if due {
                 self.leak_logged_at = Some(self.invocations);
-                self.leak_logged_without_sites = self.sites.top(1).is_empty();
+                self.leak_logged_without_sites = self.growing_sites(1).is_empty();
                 findings
                     .log_lines
                     .extend(self.leak_line(p, function_name, &report, to_oom));
@@ -278,13 +378,13 @@ impl EnvironmentAnalysis {
             request_id: &p.request_id,
             invocations: self.invocations,
             since_invocation: self.leak_raised_at.unwrap_or(self.invocations),
-            signal: "runtime resident anonymous memory (RssAnon)",
+            signal: report.signal.describe(),
             heap_growth_bytes_per_invoke: report.memory.slope,
             p_value: report.memory.p_value,
             heap_blocks_per_invoke: self.leak.heap_blocks_per_invoke(),
             invocations_to_out_of_memory: to_oom,
             hours_to_out_of_memory: to_oom.and_then(|n| self.hours_for(n)),
-            growing_sites: self.sites.top(LEAK_SITES),
+            growing_sites: self.growing_sites(LEAK_SITES),
         };
         serde_json::to_string(&line).ok()
     }
@@ -397,7 +497,7 @@ impl EnvironmentAnalysis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::intake::{DecoratorRecord, TopSite, Trace};
+    use crate::sources::intake::{DecoratorRecord, Heap, HeapSite, TopSite, Trace};
     use crate::sources::procfs::ProcMemory;
     use crate::sources::telemetry::Report;
 
@@ -458,6 +558,18 @@ mod tests {
     fn analysis() -> EnvironmentAnalysis {
         EnvironmentAnalysis::new(
             LeakConfig::default(),
+            RightSizeConfig::default(),
+            Some(1024),
+        )
+    }
+
+    /// With `LMP_LEAK_SIGNAL=heap`: the sampler's estimate is judged when records carry it.
+    fn heap_judging_analysis() -> EnvironmentAnalysis {
+        EnvironmentAnalysis::new(
+            LeakConfig {
+                judge_python_heap: true,
+                ..LeakConfig::default()
+            },
             RightSizeConfig::default(),
             Some(1024),
         )
@@ -655,5 +767,190 @@ mod tests {
             lines_of(&f.log_lines, "out_of_memory")[0]["cause"],
             "MemoryError"
         );
+    }
+
+    /// Invocation `i` of a runtime whose records carry the sampler's `heap`: `live` bytes,
+    /// `epoch`, a site that grew by `delta` and one that churned; `anon` for the resident memory.
+    fn heap_profile(i: u64, anon: u64, live: u64, epoch: u64, delta: i64) -> InvocationProfile {
+        let mut p = profile(i, 7, 0);
+        if let Some(d) = p.decorator.as_mut() {
+            d.anon_bytes = Some(anon);
+            d.trace = None;
+            d.heap = Some(Heap {
+                live_bytes: Some(live),
+                allocated_bytes: Some(1 << 20),
+                sample_bytes: Some(16_384),
+                epoch: Some(epoch),
+                sites: vec![
+                    HeapSite {
+                        file: "app.py".into(),
+                        line: 42,
+                        via: Some("json/decoder.py:353".into()),
+                        delta_bytes: delta,
+                        live_bytes: Some(i * 10 * KIB),
+                        ..Default::default()
+                    },
+                    HeapSite {
+                        file: "cache.py".into(),
+                        line: 9,
+                        delta_bytes: if i.is_multiple_of(2) { 65_536 } else { -65_536 },
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            });
+        }
+        p
+    }
+
+    #[test]
+    fn by_default_resident_memory_is_judged_even_when_records_carry_the_heap() {
+        // Resident memory rising 16 KiB per invocation, live heap flat: the default signal
+        // (resident) calls it; the growing sites still come from the heap's net deltas.
+        let mut a = analysis();
+        let mut last = Findings::default();
+        for i in 0..120 {
+            let p = heap_profile(i, 40_000 * KIB + i * 16 * KIB, 30_000 * KIB, 1, 0);
+            last = a.observe(&p, "fn");
+        }
+        let leak = last.leak.expect("judged");
+        assert!(leak.suspected, "{leak:?}");
+        assert!(
+            (leak.growth_bytes_per_invoke - 16_384.0).abs() < 1024.0,
+            "{leak:?}"
+        );
+    }
+
+    #[test]
+    fn the_heap_series_is_judged_when_records_carry_it() {
+        // Resident memory rising 16 KiB per invocation (fragmentation), live heap flat.
+        let mut a = heap_judging_analysis();
+        let mut lines = Vec::new();
+        let mut last = Findings::default();
+        for i in 0..120 {
+            let p = heap_profile(i, 40_000 * KIB + i * 16 * KIB, 30_000 * KIB, 1, 0);
+            last = a.observe(&p, "fn");
+            lines.extend(last.log_lines.clone());
+        }
+        let leak = last.leak.expect("judged");
+        assert!(!leak.suspected);
+        assert!(leak.growth_bytes_per_invoke.abs() < 1.0, "{leak:?}");
+        assert!(lines_of(&lines, "leak_suspected").is_empty());
+        // The live heap growing 10 KiB per invocation (a sample of 16 KiB every 1.6), resident
+        // memory flat: a leak, its sites ranked by net growth.
+        let mut a = heap_judging_analysis();
+        let mut lines = Vec::new();
+        for i in 0..80 {
+            let samples = i * 10 / 16;
+            let grew = samples - (i.max(1) - 1) * 10 / 16;
+            let p = heap_profile(
+                i,
+                40_000 * KIB,
+                30_000 * KIB + samples * 16 * KIB,
+                1,
+                (grew * 16 * KIB) as i64,
+            );
+            last = a.observe(&p, "fn");
+            lines.extend(last.log_lines.clone());
+        }
+        let leak = last.leak.expect("judged");
+        assert!(leak.suspected);
+        let growth = leak.growth_bytes_per_invoke;
+        assert!((growth - 10_240.0).abs() < 1024.0, "growth {growth}");
+        let leaks = lines_of(&lines, "leak_suspected");
+        assert!(!leaks.is_empty());
+        assert_eq!(
+            leaks[0]["signal"],
+            "Python heap live bytes (native sampler estimate)"
+        );
+        let sites = leaks[0]["growing_sites"].as_array().unwrap();
+        assert_eq!(sites[0]["site"], "app.py:42");
+        // The churning cache nets one sample at most over the window.
+        assert!(
+            sites[1..]
+                .iter()
+                .all(|s| s["bytes_per_traced_invoke"].as_f64().unwrap() < 2048.0),
+            "{sites:?}"
+        );
+        assert_eq!(sites[0]["via"], "json/decoder.py:353");
+        let per_invoke = sites[0]["bytes_per_traced_invoke"].as_f64().unwrap();
+        assert!((per_invoke - 10_240.0).abs() < 1024.0, "{per_invoke}");
+    }
+
+    #[test]
+    fn traced_sites_are_the_fallback_when_the_sampler_names_none() {
+        let mut a = analysis();
+        let mut lines = Vec::new();
+        for i in 0..60 {
+            let mut p = profile(i, 7, 10 * KIB);
+            if let Some(d) = p.decorator.as_mut() {
+                d.heap = Some(Heap {
+                    live_bytes: Some(30_000 * KIB + i * 10 * KIB),
+                    epoch: Some(1),
+                    ..Default::default()
+                });
+            }
+            lines.extend(a.observe(&p, "fn").log_lines);
+        }
+        let leaks = lines_of(&lines, "leak_suspected");
+        assert!(!leaks.is_empty());
+        let last = leaks.last().unwrap();
+        assert_eq!(last["growing_sites"][0]["site"], "app.py:12", "{last}");
+    }
+
+    #[test]
+    fn a_change_of_source_or_epoch_starts_a_new_history() {
+        let leaking = |i: u64, epoch: u64| {
+            heap_profile(i, 40_000 * KIB, 30_000 * KIB + i * 32 * KIB, epoch, 32_768)
+        };
+        let judged = |a: &mut EnvironmentAnalysis,
+                      from: u64,
+                      to: u64,
+                      make: &dyn Fn(u64) -> InvocationProfile| {
+            let mut last = None;
+            for i in from..to {
+                last = a.observe(&make(i), "fn").leak;
+            }
+            last
+        };
+        // The sampler appears in a process judged on resident memory: a new history.
+        let mut a = heap_judging_analysis();
+        assert!(judged(&mut a, 0, 50, &|i| profile(i, 7, 10 * KIB)).is_some_and(|l| l.suspected));
+        assert_eq!(a.observe(&leaking(50, 1), "fn").leak, None, "heap appeared");
+        assert!(judged(&mut a, 51, 100, &|i| leaking(i, 1)).is_some_and(|l| l.suspected));
+        // It restarted (a new epoch): the levels are not comparable.
+        assert_eq!(
+            a.observe(&leaking(100, 2), "fn").leak,
+            None,
+            "epoch changed"
+        );
+        assert!(judged(&mut a, 101, 150, &|i| leaking(i, 2)).is_some_and(|l| l.suspected));
+        // A heap object that did not parse is a missing sample, not a change of source.
+        let mut malformed = leaking(150, 2);
+        if let Some(d) = malformed.decorator.as_mut() {
+            d.heap = None;
+            d.heap_malformed = true;
+        }
+        assert!(a
+            .observe(&malformed, "fn")
+            .leak
+            .is_some_and(|l| l.suspected));
+        assert!(a
+            .observe(&leaking(151, 2), "fn")
+            .leak
+            .is_some_and(|l| l.suspected));
+        // A record without it (the sampler stopped): resident memory again, a new history.
+        assert_eq!(
+            a.observe(&profile(152, 7, 10 * KIB), "fn").leak,
+            None,
+            "heap gone"
+        );
+        // A new process, same epoch number: a new history too.
+        assert!(judged(&mut a, 153, 200, &|i| leaking(i, 2)).is_some_and(|l| l.suspected));
+        let mut other_pid = leaking(200, 2);
+        if let Some(d) = other_pid.decorator.as_mut() {
+            d.pid = Some(8);
+        }
+        assert_eq!(a.observe(&other_pid, "fn").leak, None, "pid changed");
     }
 }

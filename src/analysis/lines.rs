@@ -20,6 +20,9 @@ pub(super) struct ProfileSummary {
     pub(super) heap_blocks: Option<u64>,
     pub(super) python_heap_peak_bytes: Option<u64>,
     pub(super) python_heap_retained_bytes: Option<u64>,
+    /// The native sampler's live-heap estimate, when the record carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) python_heap_live_bytes: Option<u64>,
 }
 
 impl ProfileSummary {
@@ -40,6 +43,9 @@ impl ProfileSummary {
             heap_blocks: record.and_then(|d| d.heap_blocks),
             python_heap_peak_bytes: trace.and_then(|t| t.peak_bytes),
             python_heap_retained_bytes: trace.and_then(|t| t.retained_bytes),
+            python_heap_live_bytes: record
+                .and_then(|d| d.heap.as_ref())
+                .and_then(|h| h.live_bytes),
         }
     }
 }

@@ -6,8 +6,13 @@
 //! one. So each traced invocation's sites are weighted by a net share — how much of what it held
 //! the process really keeps per invocation, from the growth of resident anonymous memory (a net,
 //! byte-valued figure), clamped to 0..1 — and ranked by the weighted bytes.
+//!
+//! When the records carry the native sampler's sites ([`HeapSiteGrowth`]), each names the change
+//! of its site's live bytes since the previous record, which sees frees of memory allocated at
+//! any time: the sum of those changes over the window is the site's net growth, and it ranks the
+//! sites instead (the traced ranking stays the fallback).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// One site as a traced invocation reported it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,17 +25,21 @@ pub struct SiteSample<'a> {
     pub bytes: u64,
 }
 
-/// A site and what it kept, on average over the traced invocations.
+/// A site and what it kept, on average over the traced invocations (or, from the native
+/// sampler's records, over the window: see [`HeapSiteGrowth::top`]). The field names are the leak
+/// line's, which the report reads.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GrowingSite {
     pub site: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
-    /// Weighted bytes per traced invocation: held × net share (the ranking figure).
+    /// The ranking figure, bytes per invocation: weighted bytes per traced invocation (held ×
+    /// net share); from the sampler, the site's net growth per record of the window.
     pub bytes_per_traced_invoke: f64,
-    /// Bytes held at the end of a traced invocation it appeared in, on average (unweighted).
+    /// Bytes held at the end of a traced invocation it appeared in, on average (unweighted);
+    /// from the sampler, the site's estimated live bytes as last named.
     pub held_bytes_per_traced_invoke: f64,
-    /// Traced invocations that named this site.
+    /// Traced invocations (from the sampler: records of the window) that named this site.
     pub seen_in: u32,
 }
 
@@ -110,6 +119,125 @@ impl SiteGrowth {
     }
 }
 
+/// One site as a record of the native sampler named it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeapSiteSample<'a> {
+    /// `file:line` of the newest frame in the function's own code.
+    pub site: &'a str,
+    pub via: Option<&'a str>,
+    /// Change of the site's estimated live bytes since the previous record.
+    pub delta_bytes: i64,
+    /// The site's estimated live bytes now.
+    pub live_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct HeapSiteTotals {
+    via: Option<String>,
+    /// Sum of the site's changes over the records in the window.
+    delta_bytes: i64,
+    live_bytes: Option<u64>,
+    /// Records in the window that named the site.
+    records: u32,
+}
+
+/// Sites one record contributes at most (a record's list is bounded by the datagram already).
+const MAX_SITES_PER_RECORD: usize = 64;
+
+/// The net growth of each site over the last `window` invocations, from the sampler's per-record
+/// changes. Memory is bounded: `window` records of at most [`MAX_SITES_PER_RECORD`] sites.
+#[derive(Debug, Clone)]
+pub struct HeapSiteGrowth {
+    window: u64,
+    /// `(invocation, [(site, delta)])` of the records in the window, oldest first.
+    records: VecDeque<(u64, Vec<(String, i64)>)>,
+    sites: HashMap<String, HeapSiteTotals>,
+}
+
+impl HeapSiteGrowth {
+    pub fn new(window: usize) -> Self {
+        Self {
+            window: window.max(1) as u64,
+            records: VecDeque::new(),
+            sites: HashMap::new(),
+        }
+    }
+
+    /// Adds the sites of the record of invocation `invocation` (increasing); a record naming no
+    /// site still counts as one invocation of the window.
+    pub fn observe<'a>(
+        &mut self,
+        invocation: u64,
+        sites: impl IntoIterator<Item = HeapSiteSample<'a>>,
+    ) {
+        let mut deltas = Vec::new();
+        for s in sites.into_iter().take(MAX_SITES_PER_RECORD) {
+            let totals = self.sites.entry(s.site.to_owned()).or_default();
+            totals.delta_bytes = totals.delta_bytes.saturating_add(s.delta_bytes);
+            totals.records = totals.records.saturating_add(1);
+            if s.live_bytes.is_some() {
+                totals.live_bytes = s.live_bytes;
+            }
+            if let Some(via) = s.via {
+                if totals.via.as_deref() != Some(via) {
+                    totals.via = Some(via.to_owned());
+                }
+            }
+            deltas.push((s.site.to_owned(), s.delta_bytes));
+        }
+        self.records.push_back((invocation, deltas));
+        while self
+            .records
+            .front()
+            .is_some_and(|(at, _)| *at + self.window <= invocation)
+        {
+            let Some((_, old)) = self.records.pop_front() else {
+                break;
+            };
+            for (site, delta) in old {
+                if let Some(t) = self.sites.get_mut(&site) {
+                    t.delta_bytes = t.delta_bytes.saturating_sub(delta);
+                    t.records = t.records.saturating_sub(1);
+                    if t.records == 0 {
+                        self.sites.remove(&site);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True once a record in the window named a site: the ranking to use.
+    pub fn has_sites(&self) -> bool {
+        !self.sites.is_empty()
+    }
+
+    /// The `n` sites with the most net growth over the window, largest first; sites that did
+    /// not grow are left out. `bytes_per_traced_invoke` is the net growth per record of the
+    /// window, `held_bytes_per_traced_invoke` the site's live bytes as last named.
+    pub fn top(&self, n: usize) -> Vec<GrowingSite> {
+        let records = self.records.len().max(1) as f64;
+        let mut out: Vec<GrowingSite> = self
+            .sites
+            .iter()
+            .filter(|(_, t)| t.delta_bytes > 0)
+            .map(|(site, t)| GrowingSite {
+                site: site.clone(),
+                via: t.via.clone(),
+                bytes_per_traced_invoke: t.delta_bytes as f64 / records,
+                held_bytes_per_traced_invoke: t.live_bytes.unwrap_or(0) as f64,
+                seen_in: t.records,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.bytes_per_traced_invoke
+                .total_cmp(&a.bytes_per_traced_invoke)
+                .then_with(|| a.site.cmp(&b.site))
+        });
+        out.truncate(n);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +304,104 @@ mod tests {
         }
         assert!(g.sites.len() <= MAX_SITES);
         assert_eq!(g.top(1)[0].site, "f.py:999");
+    }
+}
+
+#[cfg(test)]
+mod heap_tests {
+    use super::*;
+
+    fn s(site: &str, delta_bytes: i64) -> HeapSiteSample<'_> {
+        HeapSiteSample {
+            site,
+            via: None,
+            delta_bytes,
+            live_bytes: None,
+        }
+    }
+
+    #[test]
+    fn net_growth_over_the_window_ranks_the_sites() {
+        let mut g = HeapSiteGrowth::new(40);
+        for i in 0..40u64 {
+            let mut samples = Vec::new();
+            // A leak: one sample of 64 KiB every fourth record.
+            if i % 4 == 0 {
+                samples.push(s("leak.py:3", 65_536));
+            }
+            // A cache: as much allocated as freed, at the same line.
+            samples.push(s("cache.py:9", if i % 2 == 0 { 131_072 } else { -131_072 }));
+            // Transient: freed in the next record.
+            if i % 10 == 5 {
+                samples.push(s("tmp.py:1", 1_000_000));
+            }
+            if i % 10 == 6 {
+                samples.push(s("tmp.py:1", -1_000_000));
+            }
+            g.observe(i, samples);
+        }
+        let top = g.top(5);
+        assert_eq!(top.len(), 1, "{top:?}");
+        assert_eq!(top[0].site, "leak.py:3");
+        assert_eq!(top[0].seen_in, 10);
+        assert!((top[0].bytes_per_traced_invoke - 16_384.0).abs() < 1e-9);
+        assert!(g.has_sites());
+    }
+
+    #[test]
+    fn only_the_window_counts() {
+        let mut g = HeapSiteGrowth::new(10);
+        // Grew early, then shrank: over the last 10 records it shrinks.
+        for i in 0..10u64 {
+            g.observe(i, [s("a.py:1", 10_000)]);
+        }
+        assert_eq!(g.top(1)[0].site, "a.py:1");
+        for i in 10..20u64 {
+            g.observe(i, [s("a.py:1", -1_000)]);
+        }
+        assert!(g.top(1).is_empty(), "{:?}", g.top(1));
+        // Records that name nothing still count as invocations of the window; a site no
+        // record of the window names is forgotten.
+        for i in 20..30u64 {
+            g.observe(i, []);
+        }
+        assert!(!g.has_sites());
+        g.observe(30, [s("b.py:2", 5_000)]);
+        let top = g.top(1);
+        assert!(
+            (top[0].bytes_per_traced_invoke - 500.0).abs() < 1e-9,
+            "{top:?}"
+        );
+    }
+
+    #[test]
+    fn the_library_line_and_live_bytes_are_kept() {
+        let mut g = HeapSiteGrowth::new(40);
+        g.observe(
+            1,
+            [HeapSiteSample {
+                site: "app.py:42",
+                via: Some("json/decoder.py:353"),
+                delta_bytes: 65_600,
+                live_bytes: Some(1_312_000),
+            }],
+        );
+        g.observe(2, [s("app.py:42", 65_600)]);
+        let top = g.top(1);
+        assert_eq!(top[0].via.as_deref(), Some("json/decoder.py:353"));
+        assert_eq!(top[0].held_bytes_per_traced_invoke, 1_312_000.0);
+        assert_eq!(top[0].bytes_per_traced_invoke, 65_600.0);
+        assert_eq!(top[0].seen_in, 2);
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let mut g = HeapSiteGrowth::new(40);
+        for i in 0..1_000u64 {
+            let names: Vec<String> = (0..200).map(|k| format!("f{i}.py:{k}")).collect();
+            g.observe(i, names.iter().map(|n| s(n, 1)));
+        }
+        assert!(g.sites.len() <= 40 * MAX_SITES_PER_RECORD);
+        assert!(g.records.len() <= 40);
     }
 }

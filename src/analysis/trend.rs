@@ -161,6 +161,31 @@ pub fn lagged_slope(points: &[(f64, f64)], lag: f64) -> Option<f64> {
     Some(middle.iter().sum::<f64>() / middle.len() as f64)
 }
 
+/// One-sided p-value that a series of levels rose beyond the noise of its own increments: the
+/// rise from the first point to the last against the root of the sum of the squared increments
+/// between consecutive points (uncentred), read on the standard normal (1 for fewer than two
+/// points or no movement).
+///
+/// Made for a level that moves in whole jumps that do not depend on each other — a sampled
+/// estimate, which changes only when a sample is born or freed. With no drift, the rise is a sum
+/// of zero-mean increments whose variance is the expected sum of their squares, whatever their
+/// sizes: a random walk is judged as noise however trend-like it looks, where the Mann–Kendall
+/// test, which assumes independent levels, calls it a trend. Against growth the sum of squares is
+/// not centred, so it also holds the growth's own jumps: `n` equal jumps up and none down give
+/// `z = √n`. Noise that returns at once (a value alive at one reading only) adds to the squares
+/// and not to the rise: it costs sensitivity, never a false verdict.
+pub fn drift_p_value(points: &[(f64, f64)]) -> f64 {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return 1.0;
+    };
+    let squares: f64 = points.windows(2).map(|w| (w[1].1 - w[0].1).powi(2)).sum();
+    if !(squares > 0.0 && squares.is_finite()) {
+        return 1.0;
+    }
+    let z = (last.1 - first.1) / squares.sqrt();
+    (1.0 - standard_normal_cdf(z)).clamp(0.0, 1.0)
+}
+
 /// `(index, y)` points of an equally spaced series.
 pub fn indexed(ys: &[f64]) -> Vec<(f64, f64)> {
     ys.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect()
@@ -223,6 +248,46 @@ mod tests {
         assert_eq!(mann_kendall_p(&flat), 1.0);
         let alternating: Vec<f64> = (0..20).map(|i| (i % 2) as f64).collect();
         assert!(mann_kendall_p(&alternating) > 0.5);
+    }
+
+    #[test]
+    fn drift_test_counts_jumps_not_their_look() {
+        let jumps = |steps: &[f64]| -> Vec<(f64, f64)> {
+            let mut level = 1e6;
+            let mut out = vec![(0.0, level)];
+            for (i, s) in steps.iter().enumerate() {
+                level += s;
+                out.push((i as f64 + 1.0, level));
+            }
+            out
+        };
+        // 16 jumps of one sample up, none down: z = 4.
+        let mut up = vec![0.0; 40];
+        for i in (0..40).step_by(5).chain((2..40).step_by(5)) {
+            up[i] = 65_536.0;
+        }
+        let p = drift_p_value(&jumps(&up));
+        assert!((p - (1.0 - standard_normal_cdf(4.0))).abs() < 1e-9, "{p}");
+        // Nine up, one down: z = 8 / √10 ≈ 2.5, whatever the Mann–Kendall test says of it.
+        let mut walk = vec![0.0; 40];
+        for i in [1, 4, 9, 13, 17, 22, 26, 30, 35] {
+            walk[i] = 65_536.0;
+        }
+        walk[38] = -65_536.0;
+        let p = drift_p_value(&jumps(&walk));
+        let ys: Vec<f64> = jumps(&walk).iter().map(|p| p.1).collect();
+        assert!(mann_kendall_p(&ys) < 1e-6, "a trend to Mann–Kendall");
+        assert!((0.005..0.01).contains(&p), "{p}");
+        // A value alive at one reading only: up and down again, no rise.
+        let mut spikes = up.clone();
+        for i in (3..40).step_by(10) {
+            spikes[i] += 65_536.0;
+            spikes[i + 1] -= 65_536.0;
+        }
+        assert!(drift_p_value(&jumps(&spikes)) > drift_p_value(&jumps(&up)));
+        assert_eq!(drift_p_value(&jumps(&[0.0; 40])), 1.0);
+        assert_eq!(drift_p_value(&[(0.0, 5.0)]), 1.0);
+        assert_eq!(drift_p_value(&[]), 1.0);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The decorator's per-invocation records: UDP datagrams on 127.0.0.1 (docs/protocol.md, v1).
+//! The decorator's per-invocation records: UDP datagrams on 127.0.0.1 (docs/protocol.md, versions
+//! 1 and 2).
 
 use serde::Deserialize;
 use std::sync::Arc;
@@ -13,8 +14,11 @@ use crate::stats::{Counters, RateLimiter};
 
 /// Largest datagram the protocol allows.
 pub const MAX_DATAGRAM: usize = 16_384;
-/// The only protocol version this receiver understands.
-pub const PROTOCOL_VERSION: u64 = 1;
+/// The protocol versions this receiver accepts, oldest first: the one list of them. Version 2
+/// added the `heap` object (the native sampler's figures); a version 1 record never carries one.
+pub const PROTOCOL_VERSIONS: [u64; 2] = [1, 2];
+/// The first version whose `invocation` records may carry a `heap` object.
+const HEAP_SINCE_VERSION: u64 = 2;
 
 /// Garbage-collector activity during one invocation.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -56,6 +60,46 @@ pub struct Trace {
     pub top_truncated: Option<u64>,
 }
 
+/// What the native sampling heap profiler saw (protocol version 2): the Python allocator's OBJ
+/// and MEM domains, sampled by bytes, each sample weighted so that the sum is an unbiased
+/// estimate of the live bytes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Heap {
+    /// Estimated live bytes at the invocation's end (a sampled estimate).
+    pub live_bytes: Option<u64>,
+    /// Bytes requested from those domains during the invocation (an exact count, freed or not).
+    pub allocated_bytes: Option<u64>,
+    /// Mean sampling interval, bytes.
+    pub sample_bytes: Option<u64>,
+    /// Live samples held now.
+    pub samples: Option<u64>,
+    /// Samples not held (table full) since the process started.
+    pub dropped: Option<u64>,
+    /// Increments when the sampler restarted: `live_bytes` of another epoch are not comparable.
+    pub epoch: Option<u64>,
+    /// Top sites by |`delta_bytes`| since the previous record; entries that do not parse are
+    /// skipped, never the object.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub sites: Vec<HeapSite>,
+    pub sites_truncated: Option<u64>,
+}
+
+/// One allocation site of the sampler: its estimated live bytes and their change.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+pub struct HeapSite {
+    pub file: String,
+    pub line: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// `file:line` of the allocating frame when it is not the site itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Change of the site's estimated live bytes since the previous record (signed).
+    pub delta_bytes: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_bytes: Option<u64>,
+}
+
 /// The decorator's `invocation` record. Absent figures are `None` and produce no datum.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct DecoratorRecord {
@@ -76,6 +120,13 @@ pub struct DecoratorRecord {
     pub gc: Option<GcStats>,
     #[serde(default, deserialize_with = "lenient")]
     pub trace: Option<Trace>,
+    /// The native sampler's figures (version 2 only); a malformed object is dropped alone.
+    #[serde(default, deserialize_with = "lenient")]
+    pub heap: Option<Heap>,
+    /// The record carried a `heap` object that did not parse (set by [`parse_datagram`]): the
+    /// invocation has no heap sample, but its sender does run the sampler.
+    #[serde(skip)]
+    pub heap_malformed: bool,
 }
 
 fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -147,11 +198,13 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
     let obj = value
         .as_object()
         .ok_or_else(|| IntakeError::Malformed("not a JSON object".into()))?;
-    match obj.get("v") {
-        Some(v) if v.as_u64() == Some(PROTOCOL_VERSION) => {}
-        Some(v) => return Err(IntakeError::UnknownVersion(v.to_string())),
+    let version = match obj.get("v") {
+        Some(v) => v
+            .as_u64()
+            .filter(|v| PROTOCOL_VERSIONS.contains(v))
+            .ok_or_else(|| IntakeError::UnknownVersion(v.to_string()))?,
         None => return Err(IntakeError::Malformed("missing `v`".into())),
-    }
+    };
     let kind = obj
         .get("kind")
         .and_then(|k| k.as_str())
@@ -168,8 +221,15 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
             })
         }
         "invocation" => {
-            let r: DecoratorRecord =
+            let heap_sent = obj.get("heap").is_some_and(|h| !h.is_null());
+            let mut r: DecoratorRecord =
                 serde_json::from_value(value).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+            if version < HEAP_SINCE_VERSION {
+                // Not a field of version 1: ignored, as unknown fields are.
+                r.heap = None;
+            } else {
+                r.heap_malformed = heap_sent && r.heap.is_none();
+            }
             Ok(IntakeRecord::Invocation(Box::new(r)))
         }
         other => Err(IntakeError::UnknownKind(other.to_string())),
@@ -405,13 +465,162 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        assert_eq!(
-            parse_datagram(br#"{"v":2,"kind":"invocation"}"#),
-            Err(IntakeError::UnknownVersion("2".into()))
-        );
+        for v in ["0", "3", "\"2\"", "2.5", "-1", "null"] {
+            let text = format!(r#"{{"v":{v},"kind":"invocation","request_id":"r"}}"#);
+            assert_eq!(
+                parse_datagram(text.as_bytes()),
+                Err(IntakeError::UnknownVersion(v.into())),
+                "{text}"
+            );
+        }
         assert_eq!(
             parse_datagram(br#"{"v":1,"kind":"metrics"}"#),
             Err(IntakeError::UnknownKind("metrics".into()))
+        );
+    }
+
+    const HEAP_EXAMPLE: &str = r#"{
+      "v": 2, "kind": "invocation", "request_id": "r2", "pid": 8, "anon_bytes": 50556928,
+      "trace": null,
+      "heap": {"live_bytes": 52428800, "allocated_bytes": 1048576, "sample_bytes": 65536,
+        "samples": 812, "dropped": 0, "epoch": 1, "peak_bytes": 60000000,
+        "sites": [
+          {"file": "/var/task/app.py", "line": 42, "function": "handler",
+           "via": "/var/lang/lib/python3.11/json/decoder.py:353",
+           "delta_bytes": 65600, "live_bytes": 1312000},
+          {"file": "/var/task/cache.py", "line": 7, "function": "evict", "delta_bytes": -131072}
+        ],
+        "sites_truncated": 3}
+    }"#;
+
+    fn invocation(text: &str) -> DecoratorRecord {
+        match parse_datagram(text.as_bytes()) {
+            Ok(IntakeRecord::Invocation(r)) => *r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_versions_are_accepted_from_one_list() {
+        assert_eq!(PROTOCOL_VERSIONS, [1, 2]);
+        for v in PROTOCOL_VERSIONS {
+            let hello = format!(r#"{{"v":{v},"kind":"hello","pid":8}}"#);
+            assert!(matches!(
+                parse_datagram(hello.as_bytes()),
+                Ok(IntakeRecord::Hello { pid: Some(8), .. })
+            ));
+            let r = invocation(&format!(
+                r#"{{"v":{v},"kind":"invocation","request_id":"r","rss_peak_bytes":5}}"#
+            ));
+            assert_eq!(
+                (r.rss_peak_bytes, r.heap, r.heap_malformed),
+                (Some(5), None, false)
+            );
+        }
+    }
+
+    #[test]
+    fn parses_the_heap_object_of_version_2() {
+        let r = invocation(HEAP_EXAMPLE);
+        assert_eq!(r.anon_bytes, Some(50_556_928));
+        assert!(!r.heap_malformed);
+        let h = r.heap.expect("heap");
+        assert_eq!(h.live_bytes, Some(52_428_800));
+        assert_eq!(h.allocated_bytes, Some(1_048_576));
+        assert_eq!(h.sample_bytes, Some(65_536));
+        assert_eq!(
+            (h.samples, h.dropped, h.epoch),
+            (Some(812), Some(0), Some(1))
+        );
+        assert_eq!(h.sites_truncated, Some(3));
+        assert_eq!(h.sites.len(), 2);
+        assert_eq!(
+            h.sites[0],
+            HeapSite {
+                file: "/var/task/app.py".into(),
+                line: 42,
+                function: Some("handler".into()),
+                via: Some("/var/lang/lib/python3.11/json/decoder.py:353".into()),
+                delta_bytes: 65_600,
+                live_bytes: Some(1_312_000),
+            }
+        );
+        // `via` and `live_bytes` are optional; `delta_bytes` is signed.
+        assert_eq!(h.sites[1].via, None);
+        assert_eq!(h.sites[1].live_bytes, None);
+        assert_eq!(h.sites[1].delta_bytes, -131_072);
+    }
+
+    #[test]
+    fn a_heap_object_may_be_null_absent_or_partly_null() {
+        let r = invocation(r#"{"v":2,"kind":"invocation","request_id":"r","heap":null}"#);
+        assert_eq!((r.heap, r.heap_malformed), (None, false));
+        let r = invocation(r#"{"v":2,"kind":"invocation","request_id":"r"}"#);
+        assert_eq!((r.heap, r.heap_malformed), (None, false));
+        let r = invocation(
+            r#"{"v":2,"kind":"invocation","request_id":"r","heap":{"live_bytes":null,"epoch":3}}"#,
+        );
+        let h = r.heap.expect("an object of nulls is an object");
+        assert_eq!((h.live_bytes, h.epoch, h.sites.len()), (None, Some(3), 0));
+    }
+
+    #[test]
+    fn a_version_1_record_never_carries_heap() {
+        let text = HEAP_EXAMPLE.replacen("\"v\": 2", "\"v\": 1", 1);
+        let r = invocation(&text);
+        assert_eq!(r.heap, None, "not a field of version 1");
+        assert!(!r.heap_malformed, "an unknown field, not a malformed one");
+        assert_eq!(r.anon_bytes, Some(50_556_928));
+    }
+
+    #[test]
+    fn a_malformed_heap_object_drops_only_itself() {
+        for bad in [
+            r#""heap":[1]"#,
+            r#""heap":7"#,
+            r#""heap":"x""#,
+            r#""heap":{"live_bytes":"big"}"#,
+            r#""heap":{"live_bytes":-1}"#,
+            r#""heap":{"live_bytes":1.5}"#,
+            r#""heap":{"epoch":{}}"#,
+            r#""heap":{"sites_truncated":-2}"#,
+        ] {
+            let text = format!(
+                r#"{{"v":2,"kind":"invocation","request_id":"r","rss_peak_bytes":5,
+                    "gc":{{"collections":2}},"trace":{{"peak_bytes":10}},{bad}}}"#
+            );
+            let r = invocation(&text);
+            assert_eq!(r.heap, None, "{bad}");
+            assert!(r.heap_malformed, "{bad}");
+            assert_eq!(r.rss_peak_bytes, Some(5), "{bad}");
+            assert_eq!(r.gc.as_ref().and_then(|g| g.collections), Some(2));
+            assert_eq!(r.trace.as_ref().and_then(|t| t.peak_bytes), Some(10));
+        }
+    }
+
+    #[test]
+    fn a_malformed_heap_site_drops_only_itself() {
+        let r = invocation(
+            r#"{"v":2,"kind":"invocation","request_id":"r","heap":{"live_bytes":9,"sites":[
+                {"file":"a.py","line":1,"delta_bytes":5},
+                {"file":"b.py","line":2},
+                {"file":"c.py","line":null,"delta_bytes":5},
+                {"file":"d.py","line":4,"delta_bytes":5.5},
+                {"line":5,"delta_bytes":5},
+                "junk",
+                {"file":"f.py","line":6,"delta_bytes":-7,"via":null,"function":null}
+            ]}}"#,
+        );
+        let h = r.heap.expect("heap kept");
+        assert_eq!(h.live_bytes, Some(9));
+        let files: Vec<&str> = h.sites.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(files, ["a.py", "f.py"]);
+        let r = invocation(
+            r#"{"v":2,"kind":"invocation","request_id":"r","heap":{"live_bytes":9,"sites":{}}}"#,
+        );
+        assert_eq!(
+            r.heap.map(|h| (h.live_bytes, h.sites.len())),
+            Some((Some(9), 0))
         );
     }
 

@@ -22,6 +22,12 @@ const MIN_OBJECT_BYTES: u64 = 16;
 const MAX_PID: u32 = 4_194_304;
 /// Epoch milliseconds after which a start time is not plausible (the year 2286).
 const MAX_EPOCH_MS: f64 = 1e13;
+/// Bytes requested from the Python allocator during one invocation (a cumulative count, freed
+/// memory included, so not bounded by the memory size): 1 PiB, far above what 900 s of
+/// allocation can request.
+pub const MAX_ALLOCATED_BYTES: u64 = 1 << 50;
+/// The native sampler's mean sampling interval: 1 byte to 1 GiB.
+pub const MAX_SAMPLE_BYTES: u64 = 1 << 30;
 
 /// The bounds of one execution environment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,6 +114,29 @@ impl Limits {
                 .retain(|s| s.size <= max_bytes && s.count <= max_count);
             *dropped += (before - t.top.len()) as u64;
         }
+        if let Some(h) = r.heap.as_mut() {
+            keep(&mut h.live_bytes, bytes, dropped);
+            keep(
+                &mut h.allocated_bytes,
+                |b| *b <= MAX_ALLOCATED_BYTES,
+                dropped,
+            );
+            keep(
+                &mut h.sample_bytes,
+                |b| (1..=MAX_SAMPLE_BYTES).contains(b),
+                dropped,
+            );
+            keep(&mut h.samples, count, dropped);
+            // Cumulative since the process started: bounded like a cumulative allocation count.
+            keep(&mut h.dropped, |c| *c <= MAX_ALLOCATED_BYTES, dropped);
+            keep(&mut h.sites_truncated, count, dropped);
+            let before = h.sites.len();
+            h.sites.retain(|s| {
+                s.delta_bytes.unsigned_abs() <= max_bytes
+                    && s.live_bytes.is_none_or(|b| b <= max_bytes)
+            });
+            *dropped += (before - h.sites.len()) as u64;
+        }
     }
 
     fn proc_memory(&self, m: &mut ProcMemory, dropped: &mut u64) {
@@ -158,7 +187,7 @@ fn keep<T>(value: &mut Option<T>, ok: impl Fn(&T) -> bool, dropped: &mut u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::intake::{GcStats, TopSite, Trace};
+    use crate::sources::intake::{GcStats, Heap, HeapSite, TopSite, Trace};
 
     fn forged() -> SourceEvent {
         SourceEvent::Decorator {
@@ -248,6 +277,93 @@ mod tests {
             }),
             proc_mem: None,
         }
+    }
+
+    fn with_heap(heap: Heap) -> SourceEvent {
+        SourceEvent::Decorator {
+            record: Box::new(DecoratorRecord {
+                heap: Some(heap),
+                ..Default::default()
+            }),
+            proc_mem: None,
+        }
+    }
+
+    fn heap_of(ev: SourceEvent) -> Heap {
+        let SourceEvent::Decorator { record, .. } = ev else {
+            panic!()
+        };
+        record.heap.expect("the object is kept")
+    }
+
+    fn site(file: &str, delta_bytes: i64, live_bytes: Option<u64>) -> HeapSite {
+        HeapSite {
+            file: file.into(),
+            line: 1,
+            delta_bytes,
+            live_bytes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn heap_figures_outside_the_platform_are_cut() {
+        let limits = Limits::for_memory(Some(1024));
+        let mut ev = with_heap(Heap {
+            live_bytes: Some(1025 * MIB),
+            allocated_bytes: Some(MAX_ALLOCATED_BYTES + 1),
+            sample_bytes: Some(0),
+            samples: Some(u64::MAX),
+            dropped: Some(u64::MAX),
+            epoch: Some(u64::MAX),
+            sites: vec![
+                site("over.py", 1025 * MIB as i64, None),
+                site("under.py", -(1025 * MIB as i64), None),
+                site("live.py", 10, Some(2048 * MIB)),
+                site("ok.py", -4096, Some(MIB)),
+            ],
+            sites_truncated: Some(u64::MAX),
+        });
+        assert_eq!(limits.sanitize(&mut ev), 9);
+        let h = heap_of(ev);
+        assert_eq!(
+            (h.live_bytes, h.allocated_bytes, h.sample_bytes),
+            (None, None, None)
+        );
+        assert_eq!(
+            (h.samples, h.dropped, h.sites_truncated),
+            (None, None, None)
+        );
+        assert_eq!(h.epoch, Some(u64::MAX), "any epoch is possible");
+        assert_eq!(h.sites, vec![site("ok.py", -4096, Some(MIB))]);
+    }
+
+    #[test]
+    fn allocation_over_an_invocation_may_exceed_the_memory() {
+        // 128 MB function, 40 GB requested (and freed) during one long invocation.
+        let mut ev = with_heap(Heap {
+            live_bytes: Some(128 * MIB),
+            allocated_bytes: Some(40 << 30),
+            sample_bytes: Some(MAX_SAMPLE_BYTES),
+            samples: Some(812),
+            dropped: Some(1 << 40),
+            sites: vec![site("a.py", -(128 * MIB as i64), Some(0))],
+            ..Default::default()
+        });
+        let before = ev.clone();
+        assert_eq!(Limits::for_memory(Some(128)).sanitize(&mut ev), 0);
+        assert_eq!(ev, before);
+        let mut ev = with_heap(Heap {
+            allocated_bytes: Some(MAX_ALLOCATED_BYTES),
+            sample_bytes: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(Limits::for_memory(Some(128)).sanitize(&mut ev), 0);
+        let mut ev = with_heap(Heap {
+            sample_bytes: Some(MAX_SAMPLE_BYTES + 1),
+            ..Default::default()
+        });
+        assert_eq!(Limits::for_memory(Some(128)).sanitize(&mut ev), 1);
     }
 
     #[test]

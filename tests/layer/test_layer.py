@@ -82,6 +82,49 @@ def test_extension_needs_no_glibc_newer_than_the_floor(opt):
     assert machine in header.stdout
 
 
+def _native_modules(root: Path) -> list[Path]:
+    return sorted((root / "python" / "lambda_memory_profiler").glob("_native.cpython-*.so"))
+
+
+def test_native_modules_one_per_python_and_no_newer_glibc(opt):
+    """The heap sampler ships one module per CPython it was built for (scripts/build-native.sh:
+    every 3.9+ interpreter of this machine), each linked for the same glibc floor."""
+    modules = _native_modules(opt)
+    # _native.cpython-311-x86_64-linux-gnu.so -> cpython-311
+    versions = {m.name.split(".")[1].split("-x86_64")[0] for m in modules}
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    here = {
+        "cpython-3" + p.name.split(".")[1]
+        for p in pyenv.glob("3.*")
+        if p.name.split(".")[1].isdigit() and int(p.name.split(".")[1]) >= 9
+    }
+    assert versions >= here and versions, (versions, here)
+    for module in modules:
+        done = subprocess.run(
+            [str(CHECK_GLIBC), str(module), GLIBC_FLOOR], capture_output=True, text=True
+        )
+        assert done.returncode == 0, (module.name, done.stdout, done.stderr)
+
+
+def test_native_module_imports_from_the_unpacked_layer(opt):
+    """The interpreter running this test imports its own module from /opt/python's layout and
+    samples with it."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from lambda_memory_profiler import _native as n;"
+        "assert n.start(4096, 8, 1); x = [bytes(100) for _ in range(10000)];"
+        "s = n.stats(); assert s[0] == 1 and s[1] > 500000, s; print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(opt / "python")], capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_zip_stays_under_4_mb(layer_zip):
+    assert LAYER_ZIP.stat().st_size <= 4 * 10**6, LAYER_ZIP.stat().st_size
+
+
 def test_glibc_check_rejects_a_binary_linked_on_a_newer_glibc(tmp_path):
     """The check can fail: a host-linked program calling gettid() needs GLIBC_2.30."""
     source = tmp_path / "newer.c"

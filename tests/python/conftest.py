@@ -122,13 +122,20 @@ def check_invocation(rec: dict[str, Any]) -> None:
         assert key in ("v", "kind") or documented, f"{key} undocumented"
         if value is not None:
             assert _same_type(value, example[key]), (key, value)
-    assert rec["v"] == 1 and rec["kind"] == "invocation"
+    assert rec["v"] == 2 and rec["kind"] == "invocation"
     assert rec["rss_peak_scope"] in ("invocation", "process")
     assert rec["duration_ms"] >= 0
     assert set(rec["gc"]) == set(example["gc"])
     for k, v in rec["gc"].items():
         assert f"gc.{k}" in table
         assert v is None or (isinstance(v, int) and v >= 0), (k, v)
+    heap = rec["heap"]
+    if heap is not None:
+        assert set(heap) == set(example["heap"]), set(heap) ^ set(example["heap"])
+        for k in heap:
+            assert f"heap.{k}" in table, f"heap.{k} undocumented"
+        for site in heap["sites"]:
+            assert set(site) - {"via"} == set(example["heap"]["sites"][0]) - {"via"}, site
     trace = rec["trace"]
     if trace is not None:
         assert set(example["trace"]) <= set(trace)

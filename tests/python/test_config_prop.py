@@ -26,6 +26,10 @@ VARS = [
     "LMP_DIMENSIONS",
     "LMP_TRACE_BUDGET_US",
     "LMP_TRACE_FRAMES",
+    "LMP_TRACE_COLD",
+    "LMP_NATIVE",
+    "LMP_HEAP_SAMPLE_BYTES",
+    "LMP_HEAP_FRAMES",
 ]
 
 values = st.one_of(
@@ -33,6 +37,7 @@ values = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["", " ", "nan", "inf", "-0", "1e999", "0x10", "true", "False", "１"]),
+    st.sampled_from(["255", "256", "65536", "67108864", "67108865", "0", "1", "64", "65"]),
 )
 
 
@@ -42,6 +47,9 @@ def test_any_environment_resolves_to_valid_options(env):
     with redirect_stderr(io.StringIO()) as err:
         opts = resolve({}, env)
     assert isinstance(opts.disable, bool) and isinstance(opts.trace, bool)
+    assert isinstance(opts.trace_cold, bool) and isinstance(opts.native, bool)
+    assert type(opts.heap_sample_bytes) is int and 256 <= opts.heap_sample_bytes <= 67_108_864
+    assert type(opts.heap_frames) is int and 1 <= opts.heap_frames <= 64
     assert 0.0 <= opts.sample_rate <= 1.0
     assert 0 <= opts.top <= 100
     assert 1 <= opts.intake_port <= 65535
@@ -61,3 +69,34 @@ def test_valid_values_come_out_as_they_went_in(rate, frames):
     opts = resolve({}, {"LMP_SAMPLE_RATE": repr(rate), "LMP_TRACE_FRAMES": str(frames)})
     assert opts.sample_rate == rate
     assert opts.frames == frames
+
+
+@settings(deadline=None)
+@given(
+    sample_bytes=st.integers(256, 67_108_864),
+    heap_frames=st.integers(1, 64),
+    cold=st.booleans(),
+    native=st.booleans(),
+)
+def test_valid_native_values_come_out_as_they_went_in(sample_bytes, heap_frames, cold, native):
+    env = {
+        "LMP_HEAP_SAMPLE_BYTES": str(sample_bytes),
+        "LMP_HEAP_FRAMES": str(heap_frames),
+        "LMP_TRACE_COLD": str(cold).lower(),
+        "LMP_NATIVE": "1" if native else "0",
+    }
+    with redirect_stderr(io.StringIO()) as err:
+        opts = resolve({}, env)
+    assert err.getvalue() == ""
+    assert (opts.heap_sample_bytes, opts.heap_frames) == (sample_bytes, heap_frames)
+    assert (opts.trace_cold, opts.native) == (cold, native)
+
+
+@settings(deadline=None)
+@given(value=st.integers(-(10**12), 10**12))
+def test_out_of_range_sample_bytes_argument_raises(value):
+    if 256 <= value <= 67_108_864:
+        assert resolve({"heap_sample_bytes": value}, {}).heap_sample_bytes == value
+    else:
+        with pytest.raises(ValueError):
+            resolve({"heap_sample_bytes": value}, {})

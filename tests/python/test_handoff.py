@@ -6,7 +6,7 @@ import json
 
 import pytest
 from conftest import check_emf, check_invocation, free_udp_port, protocol_example
-from lambda_memory_profiler import _handoff, memory_profile
+from lambda_memory_profiler import _config, _handoff, memory_profile
 from lambda_memory_profiler._config import resolve
 
 
@@ -130,6 +130,54 @@ def test_bad_environment_values_warn_once_and_use_defaults(capfd, lmp_env):
     assert a.top == 10 and a.intake_port == 4243 and a.trace is True
 
 
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("LMP_TRACE_COLD", "sometimes"),
+        ("LMP_NATIVE", "2"),
+        ("LMP_HEAP_SAMPLE_BYTES", "255"),
+        ("LMP_HEAP_SAMPLE_BYTES", "67108865"),
+        ("LMP_HEAP_SAMPLE_BYTES", "64k"),
+        ("LMP_HEAP_FRAMES", "0"),
+        ("LMP_HEAP_FRAMES", "65"),
+        ("LMP_HEAP_FRAMES", "1.5"),
+    ],
+)
+def test_bad_cold_and_native_values_warn_once_and_use_defaults(capfd, lmp_env, var, raw):
+    # A fresh warning memory: the property tests may have warned about this value already.
+    lmp_env.setattr(_config, "_warned", set())
+    lmp_env.setenv(var, raw)
+    capfd.readouterr()
+    a = resolve({})
+    b = resolve({})
+    err = capfd.readouterr().err
+    assert err.count(var) == 1, err
+    for o in (a, b):
+        assert o.trace_cold is False and o.native is True
+        assert (o.heap_sample_bytes, o.heap_frames) == (16384, 16)
+
+
+def test_cold_and_native_options_defaults_bounds_and_arguments(lmp_env):
+    o = resolve({})
+    assert (o.trace_cold, o.native, o.heap_sample_bytes, o.heap_frames) == (False, True, 16384, 16)
+    lmp_env.setenv("LMP_TRACE_COLD", "yes")
+    lmp_env.setenv("LMP_NATIVE", "off")
+    lmp_env.setenv("LMP_HEAP_SAMPLE_BYTES", "256")
+    lmp_env.setenv("LMP_HEAP_FRAMES", "64")
+    o = resolve({})
+    assert (o.trace_cold, o.native, o.heap_sample_bytes, o.heap_frames) == (True, False, 256, 64)
+    lmp_env.setenv("LMP_HEAP_SAMPLE_BYTES", "67108864")
+    lmp_env.setenv("LMP_HEAP_FRAMES", "1")
+    o = resolve({})
+    assert (o.heap_sample_bytes, o.heap_frames) == (67108864, 1)
+    # Arguments win over the variables.
+    o = resolve({"trace_cold": False, "native": True, "heap_sample_bytes": 4096, "heap_frames": 8})
+    assert (o.trace_cold, o.native, o.heap_sample_bytes, o.heap_frames) == (False, True, 4096, 8)
+    opts = memory_profile(trace_cold=True, native=False, heap_frames=3)(lambda e, c: None)
+    assert opts.__lmp_options__.trace_cold is True
+    assert opts.__lmp_options__.native is False and opts.__lmp_options__.heap_frames == 3
+
+
 def test_environment_gives_defaults_and_arguments_win(lmp_env):
     lmp_env.setenv("LMP_SAMPLE_RATE", "0.25")
     lmp_env.setenv("LMP_TOP", "3")
@@ -151,6 +199,24 @@ def test_bad_arguments_fail_at_decoration_time():
         memory_profile(top=-5)
     with pytest.raises(TypeError):
         memory_profile(trace="yes")
+    with pytest.raises(TypeError):
+        memory_profile(trace_cold=1)
+    with pytest.raises(TypeError):
+        memory_profile(native="false")
+    with pytest.raises(ValueError):
+        memory_profile(heap_sample_bytes=255)
+    with pytest.raises(ValueError):
+        memory_profile(heap_sample_bytes=1 << 27)
+    with pytest.raises(ValueError):
+        memory_profile(heap_sample_bytes=65536.5)
+    with pytest.raises(TypeError):
+        memory_profile(heap_sample_bytes="65536")
+    with pytest.raises(ValueError):
+        memory_profile(heap_frames=0)
+    with pytest.raises(ValueError):
+        memory_profile(heap_frames=65)
+    with pytest.raises(TypeError):
+        memory_profile(heap_frames=True)
 
 
 def test_emf_leaves_out_a_lifetime_rss_peak():

@@ -7,7 +7,7 @@ import functools
 import gc
 
 from conftest import MiB, check_invocation
-from lambda_memory_profiler import memory_profile
+from lambda_memory_profiler import _heap, memory_profile
 
 
 def test_leak_of_10_mib_per_call_is_retention_at_its_line(intake):
@@ -96,7 +96,13 @@ def test_bounded_lru_at_steady_state_shows_retention_and_no_net_blocks(intake):
     # Each call keeps a new 64 KiB entry (gross retention) ...
     assert min(retained) >= entry, retained
     # ... but evicts an old one: the net block count does not rise, and no growth is claimed.
-    assert all(r["trace"]["heap_blocks_delta"] <= 0 for r in recs[1:]), recs
+    # (With the native sampler, give or take a few: on 3.11+ it creates the frame objects of
+    # the frames it reads, some of which are alive at one count and not at the other. They do
+    # not add up: the sum stays far below one block per invocation.)
+    allowed = 4 if _heap.sampling() else 0
+    deltas = [r["trace"]["heap_blocks_delta"] for r in recs[1:]]
+    assert all(d <= allowed for d in deltas), deltas
+    assert sum(deltas) <= 2 * allowed, deltas
     assert all(r["trace"]["growth_bytes"] is None for r in recs), recs
 
 

@@ -17,6 +17,9 @@ DEFAULT_NAMESPACE = "LambdaMemoryProfiler"
 DEFAULT_SUSPECT_WINDOW = 8
 DEFAULT_TRACE_BUDGET_US = 10.0
 DEFAULT_TRACE_FRAMES = 16
+# The native heap sampler: mean bytes allocated between two samples, frames kept per sample.
+DEFAULT_HEAP_SAMPLE_BYTES = 16384
+DEFAULT_HEAP_FRAMES = 16
 
 # One warning per (variable, value): a bad value must be visible in the logs but must not
 # repeat on every decorated function or every invocation.
@@ -86,6 +89,20 @@ def _parse_frames(raw: str) -> int:
     return v
 
 
+def _parse_sample_bytes(raw: str) -> int:
+    v = int(raw)
+    if not (256 <= v <= 67_108_864):
+        raise ValueError("expected bytes in [256, 67108864]")
+    return v
+
+
+def _parse_heap_frames(raw: str) -> int:
+    v = int(raw)
+    if not (1 <= v <= 64):
+        raise ValueError("expected an integer in [1, 64]")
+    return v
+
+
 def _parse_namespace(raw: str) -> str:
     v = raw.strip()
     # CloudWatch namespaces: 1-255 characters, no leading colon.
@@ -135,6 +152,10 @@ class Options:
         "dimensions",
         "trace_budget_us",
         "frames",
+        "trace_cold",
+        "native",
+        "heap_sample_bytes",
+        "heap_frames",
     )
 
     def __init__(
@@ -150,6 +171,10 @@ class Options:
         dimensions: tuple[str, ...],
         trace_budget_us: float,
         frames: int,
+        trace_cold: bool,
+        native: bool,
+        heap_sample_bytes: int,
+        heap_frames: int,
     ) -> None:
         self.disable = disable
         self.trace = trace
@@ -162,6 +187,13 @@ class Options:
         self.dimensions = dimensions
         self.trace_budget_us = trace_budget_us
         self.frames = frames
+        # Trace the process's first invocation with tracemalloc (reason "cold"), outside the
+        # budget: an explicit request, as sample_rate=1 is.
+        self.trace_cold = trace_cold
+        # The native heap sampler, where its module is present (else the tracemalloc path only).
+        self.native = native
+        self.heap_sample_bytes = heap_sample_bytes
+        self.heap_frames = heap_frames
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
@@ -201,6 +233,15 @@ def resolve(overrides: dict[str, object], env: Mapping[str, str] | None = None) 
         ("dimensions", "LMP_DIMENSIONS", _parse_dimensions, ("FunctionName",)),
         ("trace_budget_us", "LMP_TRACE_BUDGET_US", _parse_budget, DEFAULT_TRACE_BUDGET_US),
         ("frames", "LMP_TRACE_FRAMES", _parse_frames, DEFAULT_TRACE_FRAMES),
+        ("trace_cold", "LMP_TRACE_COLD", _parse_bool, False),
+        ("native", "LMP_NATIVE", _parse_bool, True),
+        (
+            "heap_sample_bytes",
+            "LMP_HEAP_SAMPLE_BYTES",
+            _parse_sample_bytes,
+            DEFAULT_HEAP_SAMPLE_BYTES,
+        ),
+        ("heap_frames", "LMP_HEAP_FRAMES", _parse_heap_frames, DEFAULT_HEAP_FRAMES),
     )
     values: dict[str, object] = {}
     for key, var, parse, default in table:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import gc
+import sys
 import time
 from typing import Any, Callable, TypeVar, overload
 
-from . import _probes
+from . import _heap, _probes
 from ._config import Options, resolve
 from ._handoff import Sender, sender_for
 from ._record import deliver, request_id
@@ -63,6 +64,10 @@ class _Profiler:
         self.opts = opts
         self.sampler = Sampler(opts)
         self.sender: Sender | None = None
+        # The process's native heap sampler, started now (before the first invocation, so
+        # what the handler's module keeps from its import is in the estimate); None without it
+        # or with native=False (a function can opt out even when another one started it).
+        self.heap = _heap.process_heap(opts) if opts.native else None
 
 
 class _Invocation:
@@ -100,6 +105,11 @@ def _begin(prof: _Profiler) -> _Invocation | None:
             # Last: nothing after it can fail and leave tracing on, and the objects above were
             # allocated before its block count, so they stay out of heap_blocks_delta.
             try:
+                if _heap.sampling():
+                    # The native sampler reads this wrapper's frame during the call, which
+                    # creates its frame object (3.11+): create it now, before the block count,
+                    # so it does not count as the handler's.
+                    sys._getframe(1)
                 inv.session = TraceSession(prof.opts.frames)
                 inv.reason = reason
             except Exception:
@@ -148,6 +158,12 @@ def _finish(
     except Exception:
         garbage = None
     sampler.observe(anon, blocks)
+    heap = None
+    if prof.heap is not None:
+        try:
+            heap = prof.heap.read(prof.opts.top)
+        except Exception:
+            _PROCESS.errors += 1
     sender = prof.sender
     if sender is None:
         sender = prof.sender = sender_for(prof.opts.intake_port)
@@ -166,6 +182,7 @@ def _finish(
         (gc1[0] - gc0[0], gc1[1] - gc0[1], gc1[2] - gc0[2]),
         garbage,
         trace,
+        heap,
     )
 
 
@@ -227,6 +244,10 @@ def memory_profile(
     disable: bool | None = None,
     trace_budget_us: float | None = None,
     frames: int | None = None,
+    trace_cold: bool | None = None,
+    native: bool | None = None,
+    heap_sample_bytes: int | None = None,
+    heap_frames: int | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -244,6 +265,10 @@ def memory_profile(
     disable: bool | None = None,
     trace_budget_us: float | None = None,
     frames: int | None = None,
+    trace_cold: bool | None = None,
+    native: bool | None = None,
+    heap_sample_bytes: int | None = None,
+    heap_frames: int | None = None,
 ) -> F | Callable[[F], F]:
     """Measures each invocation of a Lambda handler; usable bare or with options.
 
@@ -262,6 +287,10 @@ def memory_profile(
         "disable": disable,
         "trace_budget_us": trace_budget_us,
         "frames": frames,
+        "trace_cold": trace_cold,
+        "native": native,
+        "heap_sample_bytes": heap_sample_bytes,
+        "heap_frames": heap_frames,
     }
 
     opts = resolve(overrides)  # now: a bad option fails where it is written

@@ -12,7 +12,7 @@ from json.encoder import encode_basestring_ascii as _q
 from typing import Any
 
 MAX_DATAGRAM = 16384
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Metric name, record path, unit: the names and units of the extension's metric table.
 _EMF_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -25,6 +25,8 @@ _EMF_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("PythonHeapPeak", ("trace", "peak_bytes"), "Bytes"),
     ("PythonHeapRetained", ("trace", "retained_bytes"), "Bytes"),
     ("PythonHeapGrowth", ("trace", "growth_bytes"), "Bytes"),
+    ("PythonHeapLive", ("heap", "live_bytes"), "Bytes"),
+    ("PythonHeapAllocated", ("heap", "allocated_bytes"), "Bytes"),
 )
 
 
@@ -52,6 +54,7 @@ def encode_invocation(
     garbage: int | None,
     trace_json: str = "null",
     anon_bytes: int | None = None,
+    heap: dict[str, Any] | None = None,
 ) -> bytes:
     """The invocation record as JSON, straight from its figures: about half the cost of
     building a dict and running the generic encoder, on a path taken at every invocation."""
@@ -68,8 +71,26 @@ def encode_invocation(
         f'"gc":{{"collections":{int(collections)},"collected":{int(collected)},'
         f'"uncollectable":{int(uncollectable)},'
         f'"garbage":{"null" if garbage is None else int(garbage)}}},'
-        f'"trace":{trace_json}}}'
+        f'"trace":{trace_json},"heap":{"null" if heap is None else encode_heap(heap)}}}'
     ).encode("ascii")
+
+
+def encode_heap(heap: dict[str, Any]) -> str:
+    """The record's ``heap`` object as JSON, formatted directly (it is in every record; the
+    generic encoder costs twice as much). Every figure is an int from the sampler."""
+    sites = ",".join(
+        f'{{"file":{_q(s["file"])},"line":{s["line"]},"function":{_q(s["function"])},'
+        + (f'"via":{_q(s["via"])},' if "via" in s else "")
+        + f'"delta_bytes":{s["delta_bytes"]},"live_bytes":{s["live_bytes"]}}}'
+        for s in heap["sites"]
+    )
+    return (
+        f'{{"live_bytes":{heap["live_bytes"]},"peak_bytes":{heap["peak_bytes"]},'
+        f'"allocated_bytes":{heap["allocated_bytes"]},'
+        f'"sample_bytes":{heap["sample_bytes"]},"samples":{heap["samples"]},'
+        f'"dropped":{heap["dropped"]},"epoch":{heap["epoch"]},'
+        f'"sites":[{sites}],"sites_truncated":{heap["sites_truncated"]}}}'
+    )
 
 
 def _fast(record: dict[str, Any], trace_json: str) -> bytes:
@@ -91,25 +112,41 @@ def _fast(record: dict[str, Any], trace_json: str) -> bytes:
         g["garbage"],
         trace_json,
         record.get("anon_bytes"),
+        record.get("heap"),
     )
+
+
+def _halve(items: list[Any]) -> list[Any]:
+    """Halves a long list, or drops its last entry: an oversized record is rare."""
+    return items[: len(items) // 2 if len(items) > 8 else len(items) - 1]
 
 
 def encode(record: dict[str, Any]) -> bytes:
     """Serializes an invocation record, dropping the least significant allocation sites so
-    that it fits a datagram (``trace.top_truncated`` counts them)."""
+    that it fits a datagram: the heap's sites first (``heap.sites_truncated`` counts them),
+    then the trace's (``trace.top_truncated``). The core figures alone never come near the
+    limit."""
     trace = record.get("trace")
-    if trace is None:
-        return _fast(record, "null")
-    data = _fast(record, _ENCODER.encode(trace))
-    if len(data) <= MAX_DATAGRAM or not trace.get("top"):
-        return data  # the core figures alone never come near the limit
+    trace_json = "null" if trace is None else _ENCODER.encode(trace)
+    data = _fast(record, trace_json)
+    heap = record.get("heap")
+    if heap is not None and heap.get("sites"):
+        sites: list[Any] = list(heap["sites"])
+        truncated = heap.get("sites_truncated", 0)
+        while sites and len(data) > MAX_DATAGRAM:
+            kept = _halve(sites)
+            truncated += len(sites) - len(kept)
+            sites = kept
+            record = dict(record, heap=dict(heap, sites=sites, sites_truncated=truncated))
+            data = _fast(record, trace_json)
+    if trace is None or len(data) <= MAX_DATAGRAM or not trace.get("top"):
+        return data
     top: list[Any] = list(trace["top"])
     truncated = trace.get("top_truncated", 0)
-    # Halve while long, then drop one at a time: an oversized record is rare.
     while top and len(data) > MAX_DATAGRAM:
-        cut = len(top) // 2 if len(top) > 8 else len(top) - 1
-        truncated += len(top) - cut
-        top = top[:cut]
+        kept = _halve(top)
+        truncated += len(top) - len(kept)
+        top = kept
         data = _fast(record, _ENCODER.encode(dict(trace, top=top, top_truncated=truncated)))
     return data
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ._config import Options
-from ._handoff import PROTOCOL_VERSION, Sender, encode, encode_invocation
+from ._handoff import MAX_DATAGRAM, PROTOCOL_VERSION, Sender, encode, encode_invocation
 from ._version import __version__
 
 RUNTIME = f"python{sys.version_info[0]}.{sys.version_info[1]}"
@@ -37,6 +37,7 @@ def deliver(
     gc_delta: tuple[int, int, int],
     garbage: int | None,
     trace: dict[str, Any] | None,
+    heap: dict[str, Any] | None = None,
 ) -> None:
     """Sends one invocation record (a ``hello`` first, once per process and port)."""
     pid = os.getpid()
@@ -62,8 +63,10 @@ def deliver(
             garbage,
             "null",
             anon,
+            heap,
         )
-        if sender.try_send(data):
+        # Many long site names can outgrow a datagram: the record path below trims them.
+        if len(data) <= MAX_DATAGRAM and sender.try_send(data):
             return
     record = {
         "v": PROTOCOL_VERSION,
@@ -86,7 +89,8 @@ def deliver(
             "garbage": garbage,
         },
         "trace": trace,
+        "heap": heap,
     }
-    if trace is not None and sender.try_send(encode(record)):
+    if (trace is not None or heap is not None) and sender.try_send(encode(record)):
         return
     sender.print_emf(record, opts.namespace, opts.dimensions, opts.storage_resolution)

@@ -1,12 +1,21 @@
 """Which invocations are traced, and how often the heap's block count is taken.
 
-Tracing slows an invocation several times, so only a sample is traced: the cold start, a
-random share (``sample_rate``), and more often while the process's memory keeps rising
-(suspect mode). Every reason but the cold start and ``sample_rate=1`` obeys the tracing budget:
-each invocation earns ``trace_budget_us`` (or 2% of an untraced invocation, if more) of credit,
-saved up to ``MAX_CREDIT_S``, and a trace is taken only when the credit covers its expected
-cost, which it then spends. On average tracing costs at most the budget per invocation; a
+Tracing slows an invocation several times, so only a sample is traced: a random share
+(``sample_rate``), and more often while the process's memory keeps rising (suspect mode). Both
+obey the tracing budget, a token bucket: each invocation earns ``trace_budget_us`` (or 2% of an
+untraced invocation, if more) of credit, saved up to ``MAX_CREDIT_S``, and a trace is taken only
+when the credit covers its expected cost, which it then spends (the first trace of a function is
+taken on credit once an untraced warm invocation has shown what the handler costs; its cost is
+repaid before the next one). On average tracing costs at most the budget per invocation; a
 function that ran long without tracing can still afford a trace as soon as growth shows.
+
+The cold start (the process's first invocation) takes the cheap path like any other and is never
+traced for those reasons: the budget has earned one invocation's credit, which covers no trace,
+and what tracing adds to this handler is not known yet — while a first call's imports, parsing
+and caches make it the costliest invocation to trace, and the one whose latency users watch. Only
+two explicit requests trace outside the budget: ``trace_cold`` (reason ``cold``, the cold start
+only, whatever ``sample_rate``) and ``sample_rate=1`` (reason ``always``: every invocation, the
+cold start included when ``trace_cold`` is off). ``trace=False`` turns every reason off.
 """
 
 from __future__ import annotations
@@ -70,22 +79,29 @@ class Sampler:
         """Counts the invocation; returns why it is traced (the ``trace.reason``), or None."""
         self.calls += 1
         opts = self.opts
-        rate = opts.sample_rate
-        if not opts.trace or rate <= 0.0:
+        if not opts.trace:
             return None  # the cheap path only, the cold start included
-        credit = self.credit_s + self.budget_s()
-        self.credit_s = credit if credit < MAX_CREDIT_S else MAX_CREDIT_S
-        if cold:
-            reason = "cold"
-        elif rate >= 1.0:
-            reason = "always"
-        elif self.rng.random() < rate and self.affordable():
-            reason = "rate"
-        elif opts.suspect_window and self.suspect_due():
-            reason = "suspect"
-            self.episode_traces += 1
+        if cold and opts.trace_cold:
+            reason = "cold"  # asked for: outside the budget (learn() charges no cold start)
         else:
-            return None
+            rate = opts.sample_rate
+            if rate <= 0.0:
+                return None
+            credit = self.credit_s + self.budget_s()
+            self.credit_s = credit if credit < MAX_CREDIT_S else MAX_CREDIT_S
+            if rate >= 1.0:
+                reason = "always"  # every invocation, asked for: no budget
+            elif cold:
+                # The cheap path: one invocation's credit covers no trace, and affordable()
+                # could not price it (no warm invocation measured yet).
+                return None
+            elif self.rng.random() < rate and self.affordable():
+                reason = "rate"
+            elif opts.suspect_window and self.suspect_due():
+                reason = "suspect"
+                self.episode_traces += 1
+            else:
+                return None
         self.last_traced = self.calls
         return reason
 
@@ -113,9 +129,14 @@ class Sampler:
         return budget
 
     def affordable(self) -> bool:
-        """The saved-up credit covers the expected cost of one more trace. The first trace's
-        cost is unknown until it is measured: it is taken on credit (what it costs is then
-        repaid before the next one)."""
+        """The saved-up credit covers the expected cost of one more trace. What tracing adds
+        is priced against an untraced warm invocation, so none is affordable before one was
+        measured. The first trace's cost is unknown until it is measured: it is taken on credit
+        (what it costs is then repaid before the next one). No budget: always."""
+        if not self.opts.trace_budget_us:
+            return True
+        if self.plain_s is None:
+            return False
         expected = self.extra_s
         return self.credit_s >= (expected if expected is not None else 0.0)
 

@@ -1,0 +1,401 @@
+"""What the native heap sampler costs a handler, against no profiler, tracemalloc kept on, and
+the decorator without it.
+
+    python bench/native_overhead.py [--rounds 15] [--block-ms 100] [--clock cpu|wall]
+    python bench/native_overhead.py --callgrind [--workload 0|1|2]   # instructions, valgrind
+
+Every configuration lives in its own worker process (PYTHONHASHSEED=0, no LMP_* variables,
+ASLR off where ``setarch -R`` works), set up once: the sampler or tracemalloc started for the
+worker's whole life, or the handlers decorated. That keeps each configuration's state as in
+production (the decorator's sampler is process-wide, started once; its tracing budget learns
+across calls) and never starts and stops hooks in a process. The parent runs interleaved
+rounds: in each round, for each workload, every worker in a shuffled order runs one block of
+calls (~``--block-ms``) while the others wait, and reports its time per call. Two workers
+without any profiler show how much two processes differ by themselves (heap layout):
+differences below that are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "layer", "python"))
+
+from decorator_overhead import handler, make_body  # noqa: E402
+from lambda_memory_profiler import _handoff, _heap, memory_profile  # noqa: E402
+
+
+def small_objects(event: Any, context: Any) -> Any:
+    """1,000 small tuples, strs and ints: many small blocks, each below any sampling gap."""
+    rows = [(i, f"item-{i}") for i in range(1000)]
+    return len(rows)
+
+
+def trivial(event: Any, context: Any) -> Any:
+    return {"statusCode": 200}
+
+
+WORKLOADS = {
+    "allocation-heavy handler (300 orders)": (handler, {"body": make_body()}),
+    "1,000 small tuples and strs": (small_objects, {}),
+    "trivial handler": (trivial, {}),
+}
+# name: (kind, argument), one worker process each.
+CONFIGS = {
+    "no profiler": ("none", 0),
+    "no profiler, again (A/A)": ("none", 0),
+    "native sampler, 16 KiB": ("native", 16384),
+    "native sampler, 64 KiB (default)": ("native", 65536),
+    "native sampler, 256 KiB": ("native", 262144),
+    "tracemalloc on, 1 frame": ("tracemalloc", 1),
+    "tracemalloc on, 16 frames": ("tracemalloc", 16),
+    "@memory_profile(native=False)": ("decorator", 0),
+    "@memory_profile defaults (native sampler)": ("decorator", 1),
+}
+BASE = "no profiler"
+PY_DECO = "@memory_profile(native=False)"
+NATIVE_DECO = "@memory_profile defaults (native sampler)"
+
+
+# ---- one configuration ----------------------------------------------------------------------
+
+
+def new_intake() -> socket.socket:
+    """A UDP socket standing in for the extension (drained after every block)."""
+    intake = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    intake.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    intake.bind(("127.0.0.1", 0))
+    intake.setblocking(False)
+    return intake
+
+
+class Runner:
+    """Runs blocks of calls of this process's configuration, on the parent's requests."""
+
+    def __init__(self, calls: list, intake: Any, clock: Any) -> None:
+        self.calls, self.intake, self.clock = calls, intake, clock
+        self.events = [event for _, event in WORKLOADS.values()]
+        self.per_block = [0] * len(calls)
+        self.traced = [0] * len(calls)
+
+    def drain(self, w: int) -> None:
+        while self.intake is not None:
+            try:
+                rec = json.loads(self.intake.recv(65536))
+            except BlockingIOError:
+                return
+            self.traced[w] += rec.get("kind") == "invocation" and rec.get("trace") is not None
+
+    def ask(self, op: str, w: int = 0, **cmd: Any) -> Any:
+        fn, event = self.calls[w], self.events[w]
+        if op in ("ready", "traced"):
+            return True if op == "ready" else self.traced
+        if op == "calibrate":
+            for _ in range(5):
+                fn(event, None)
+            t0, n = time.perf_counter(), 0
+            while time.perf_counter() - t0 < 0.05 or n < 5:
+                fn(event, None)
+                n += 1
+            per_call = (time.perf_counter() - t0) / n
+            self.per_block[w] = out = max(20, int(cmd["block_ms"] / 1000 / per_call))
+            self.drain(w)
+            self.traced[w] = 0
+            return out
+        if op == "run":
+            n = self.per_block[w]
+            t0 = self.clock()
+            for _ in range(n):
+                fn(event, None)
+            out = (self.clock() - t0) / n * 1e6
+            self.drain(w)
+            return out
+        if op == "read":  # _heap.NativeHeap.read after one plain call of the workload
+            # and what encoding its result into the record costs (the record's encoder).
+            heap, plain = _heap._PROCESS_HEAP[0], getattr(fn, "__wrapped__", fn)
+            times, encode = [], []
+            for _ in range(cmd["n"]):
+                plain(event, None)
+                t0 = time.perf_counter()
+                obj = heap.read(10)
+                t1 = time.perf_counter()
+                _handoff._ENCODER.encode(obj)
+                times.append((t1 - t0) * 1e6)
+                encode.append((time.perf_counter() - t1) * 1e6)
+            self.drain(w)
+            return [statistics.median(times), min(times), statistics.median(encode)]
+        raise ValueError(op)
+
+
+def setup(kind: str, arg: int) -> tuple[list, Any]:
+    """This process's configuration for its whole life; the workload callables and the
+    intake socket."""
+    calls = [fn for fn, _ in WORKLOADS.values()]
+    intake = None
+    if kind == "native":
+        from lambda_memory_profiler import _native
+
+        assert _native.start(arg, 16, 1), "the native sampler did not start"
+    elif kind == "tracemalloc":
+        tracemalloc.start(arg)
+    elif kind in ("decorator", "untraced"):  # untraced: trace=False (--callgrind)
+        intake = new_intake()
+        port = intake.getsockname()[1]
+        deco = memory_profile(intake_port=port, native=bool(arg), trace=kind == "decorator")
+        calls = [deco(fn) for fn in calls]
+        if bool(arg) != (_heap._PROCESS_HEAP[0] is not None):
+            raise SystemExit("the decorator's native sampler is not in the expected state")
+    return calls, intake
+
+
+def worker(kind: str, arg: int, clock_name: str) -> int:
+    clock = time.thread_time if clock_name == "cpu" else time.perf_counter
+    calls, intake = setup(kind, arg)
+    runner = Runner(calls, intake, clock)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "quit":
+            return 0
+        print(json.dumps(runner.ask(**cmd)), flush=True)
+    return 0
+
+
+def count_calls(kind: str, arg: int, w: int, n: int) -> int:
+    """--count: n calls of workload w, then exit (run under valgrind by --callgrind)."""
+    calls, intake = setup(kind, arg)  # the socket must live: records go to it, not to stdout
+    fn, event = calls[w], list(WORKLOADS.values())[w][1]
+    gc.collect()
+    for _ in range(n):
+        fn(event, None)
+    if intake is not None:
+        intake.close()
+    return 0
+
+
+# ---- parent ---------------------------------------------------------------------------------
+
+
+def worker_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMP_")}
+    env["PYTHONHASHSEED"] = "0"  # dict and set layouts alike in every worker
+    return env
+
+
+# Address space layout randomization off in the workers, where setarch can do it: the same
+# addresses in every process, so heap layout differs between them only by what they ran.
+NO_ASLR = ["setarch", "-R"] if shutil.which("setarch") else []
+
+
+class Worker:
+    def __init__(self, kind: str, arg: int, clock: str) -> None:
+        self.proc = subprocess.Popen(
+            [*NO_ASLR, sys.executable, __file__, "--worker", kind, str(arg), "--clock", clock],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=worker_env(),
+        )
+
+    def ask(self, **cmd: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def bench(rounds: int, block_ms: float, clock: str) -> int:
+    load0 = os.getloadavg()[0]
+    workers = {name: Worker(kind, arg, clock) for name, (kind, arg) in CONFIGS.items()}
+    how = (
+        f"one worker process per configuration (PYTHONHASHSEED=0, "
+        f"{'no ASLR' if NO_ASLR else 'ASLR on'})"
+    )
+    n_work = len(WORKLOADS)
+    try:
+        for w in workers.values():  # every worker set up before any is timed
+            w.ask(op="ready")
+        calls = {
+            name: [w.ask(op="calibrate", w=i, block_ms=block_ms) for i in range(n_work)]
+            for name, w in workers.items()
+        }
+        times: dict = {name: [[] for _ in range(n_work)] for name in workers}
+        names = list(workers)
+        order = random.Random(1)
+        for _ in range(rounds):
+            for i in range(n_work):
+                order.shuffle(names)
+                for name in names:
+                    times[name][i].append(workers[name].ask(op="run", w=i))
+        reads = [workers[NATIVE_DECO].ask(op="read", w=i, n=200) for i in range(n_work)]
+        traced = {name: workers[name].ask(op="traced") for name in (PY_DECO, NATIVE_DECO)}
+    finally:
+        for w in workers.values():
+            w.close()
+
+    print(
+        f"Python {platform.python_version()}, {clock} clock, {rounds} interleaved rounds of "
+        f"~{block_ms:.0f} ms per configuration and workload, {how}, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} CPUs, load average {load0:.2f} before / "
+        f"{os.getloadavg()[0]:.2f} after"
+    )
+    summary = {}
+    for i, label in enumerate(WORKLOADS):
+        base = times[BASE][i]
+        print()
+        print(f"**{label}**")
+        print()
+        print("| configuration | calls/block | median µs/call | min µs/call | added µs | added |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in workers:
+            t = times[name][i]
+            added = [a - b for a, b in zip(t, base)]
+            ratio = [a / b - 1 for a, b in zip(t, base)]
+            # A share of a sub-microsecond call says nothing: µs only there.
+            share = f"{statistics.median(ratio):+.1%}" if statistics.median(base) >= 1 else "—"
+            cells = ("—", "—") if name == BASE else (f"{statistics.median(added):.2f}", share)
+            print(
+                f"| {name} | {calls[name][i]} | {statistics.median(t):.2f} | {min(t):.2f} "
+                f"| {cells[0]} | {cells[1]} |"
+            )
+        # The native sampler's share of the decorator: defaults minus native=False, per round.
+        diff = [a - b for a, b in zip(times[NATIVE_DECO][i], times[PY_DECO][i])]
+        summary[label] = (
+            statistics.median(diff),
+            statistics.median(diff) / statistics.median(base),
+        )
+    print()
+    print(
+        "added: a round's time per call minus the no-profiler worker's in the same round "
+        "(median over the rounds), in µs and relative to it."
+    )
+    print()
+    print(
+        "| workload | defaults minus native=False, µs/call | of the no-profiler time "
+        "| read µs (median / min) | encoding it µs |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for i, label in enumerate(WORKLOADS):
+        d, r = summary[label]
+        share = f"{r:+.1%}" if d / r >= 1 else "—"
+        rd = reads[i]
+        print(f"| {label} | {d:.2f} µs | {share} | {rd[0]:.1f} / {rd[1]:.1f} | {rd[2]:.1f} |")
+    print()
+    print(
+        "read: `_heap.NativeHeap.read` (stats, changes, sites) after one plain call of the "
+        "workload, in the decorator-with-sampler worker, and the record encoder "
+        "(`_handoff._ENCODER`) on its result; 200 reads, wall clock. Traced "
+        f"invocations (sample_rate=0.01 within the budget), per workload: native=False "
+        f"{traced[PY_DECO]}, defaults {traced[NATIVE_DECO]}."
+    )
+    return 0
+
+
+def callgrind(workload: int) -> int:
+    """Instructions per call (valgrind callgrind): no profiler, the hook's fast path only (a
+    1 GiB mean gap: no sample in the run), sampling at the default 64 KiB, and the decorator
+    without and with the sampler (both ``trace=False``: a tracemalloc-traced call, taken at
+    random, would swamp the difference). Two runs of each with different call counts; their
+    difference cancels start-up."""
+    n1, n2 = 20, 120
+    label = list(WORKLOADS)[workload]
+    configs = {
+        "no profiler": ("none", 0),
+        "native hook, fast path only (1 GiB gap)": ("native", 1 << 30),
+        "native sampler, 64 KiB": ("native", 65536),
+        "@memory_profile(trace=False, native=False)": ("untraced", 0),
+        "@memory_profile(trace=False), native sampler": ("untraced", 1),
+    }
+    per_call = {}
+    for name, (kind, arg) in configs.items():
+        counts = []
+        for n in (n1, n2):
+            proc = subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--callgrind-out-file=/dev/null",
+                    sys.executable,
+                    __file__,
+                    "--count",
+                    kind,
+                    str(arg),
+                    str(workload),
+                    str(n),
+                ],
+                capture_output=True,
+                text=True,
+                env=worker_env(),
+            )
+            found = re.search(r"Collected : (\d+)", proc.stderr)
+            if proc.returncode != 0 or not found:
+                raise SystemExit(f"valgrind failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+            counts.append(int(found.group(1)))
+        per_call[name] = (counts[1] - counts[0]) / (n2 - n1)
+    base, fast, _, py_deco, _ = per_call.values()
+    # Each row's reference for its last column: the row it adds one thing to.
+    refs = [None, None, fast, None, py_deco]
+    print(f"Python {platform.python_version()}, valgrind callgrind, {label}, PYTHONHASHSEED=0")
+    print()
+    print("| configuration | instructions per call | vs no profiler | vs the row it extends |")
+    print("|---|---:|---:|---:|")
+    for ref, (name, ir) in zip(refs, per_call.items()):
+        extra = "—" if ref is None else f"{ir - ref:+,.0f} ({(ir - ref) / base:+.2%})"
+        print(f"| {name} | {ir:,.0f} | {ir / base - 1:+.2%} | {extra} |")
+    print()
+    print(
+        "vs the row it extends: sampling at 64 KiB over the fast path alone; the decorator with "
+        "the sampler over the decorator without it (instructions, and as a share of the "
+        "handler's)."
+    )
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--block-ms", type=float, default=100.0)
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--callgrind", action="store_true", help="instruction counts instead")
+    ap.add_argument("--workload", type=int, default=0, help="--callgrind: workload index")
+    ap.add_argument("--worker", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)
+    ap.add_argument("--count", nargs=4, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a.worker[0], int(a.worker[1]), a.clock)
+    if a.count:
+        kind, arg, w, n = a.count
+        return count_calls(kind, int(arg), int(w), int(n))
+    if a.callgrind:
+        return callgrind(a.workload)
+    return bench(a.rounds, a.block_ms, a.clock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The native heap sampler (``_native``, built from ``pyheap/``): started once per process,
+read at every invocation's end into the record's ``heap`` object (docs/protocol.md).
+
+The sampler estimates the live bytes of the Python allocator's OBJ and MEM domains, and which
+stacks hold them, at any moment; this module turns its stacks into sites (the newest frame of
+the function's own code, ``_sites``) and keeps each site's running live bytes. Without the
+module (a pure-Python install, a free-threaded build, ``LMP_NATIVE=false``) or after the
+sampler failed, ``read`` returns None and the decorator's other figures carry on.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from types import ModuleType
+from typing import Any, Optional
+
+from . import _sites
+from ._config import Options
+
+# _native.stats() fields.
+_MODE, _LIVE, _ALLOCATED, _SAMPLES, _TAKEN, _DROPPED, _OVERFLOWED = range(7)
+_FAILURES, _EPOCH, _MEAN, _FOOTPRINT, _PEAK = range(7, 12)
+_ACTIVE = 1
+
+# Site of the samples whose stack could not be read, and of those past the stack table's cap.
+_UNKNOWN_SITE = ("<unknown>", 0, "", None)
+_OVERFLOW_SITE = ("<stacks dropped>", 0, "", None)
+
+Site = tuple[str, int, str, Optional[str]]  # file, line, function, via ("file:line" or None)
+
+
+def load(opts: Options) -> ModuleType | None:
+    """The native module, or None where it must not or cannot run."""
+    if not getattr(opts, "native", True):
+        return None
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None  # free-threaded: the OBJ/MEM domains are not serialized by a GIL
+    try:
+        from . import _native  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _native
+
+
+class NativeHeap:
+    """The process's sampler and what the decorator remembers between reads."""
+
+    def __init__(self, native: ModuleType, mean_bytes: int, frames: int) -> None:
+        self.native = native
+        self.running = bool(
+            native.start(mean_bytes, frames, int.from_bytes(os.urandom(8), "little"))
+        )
+        self.last_allocated = native.stats()[_ALLOCATED] if self.running else 0
+        self.last_epoch = 0
+        self._sites: dict[int, Site] = {}
+        self.site_live: dict[Site, int] = {}
+
+    def reseed(self) -> None:
+        """A new sampling sequence (a process restored from a snapshot)."""
+        if self.running:
+            self.native.reseed(int.from_bytes(os.urandom(8), "little"))
+
+    def site(self, stack_id: int) -> Site:
+        """The site of an interned stack (computed once per stack)."""
+        found = self._sites.get(stack_id)
+        if found is not None:
+            return found
+        if stack_id == 0:
+            return _UNKNOWN_SITE
+        if stack_id == 1:
+            return _OVERFLOW_SITE
+        raw = self.native.frames(stack_id)
+        frames = tuple((code.co_filename, line) for code, line in raw)
+        (where, via) = _sites.site_of(frames)
+        code = next((c for c, line in raw if (c.co_filename, line) == where), None)
+        name = ""
+        if code is not None:
+            name = getattr(code, "co_qualname", None) or code.co_name
+        site: Site = (where[0], where[1], name, f"{via[0]}:{via[1]}" if via else None)
+        self._sites[stack_id] = site
+        return site
+
+    def read(self, top: int) -> dict[str, Any] | None:
+        """The ``heap`` object of this invocation's record; None when the sampler is off."""
+        if not self.running:
+            return None
+        st = self.native.stats()
+        if st[_MODE] != _ACTIVE:
+            self.running = False
+            return None
+        allocated = st[_ALLOCATED] - self.last_allocated
+        self.last_allocated = st[_ALLOCATED]
+        if st[_EPOCH] != self.last_epoch:
+            self.last_epoch = st[_EPOCH]
+            self.site_live.clear()  # the samples were dropped: live bytes restart from zero
+        deltas: dict[Site, int] = {}
+        site_live = self.site_live
+        for stack_id, delta, _live in self.native.changes():
+            s = self.site(stack_id)
+            deltas[s] = deltas.get(s, 0) + delta
+            site_live[s] = site_live.get(s, 0) + delta
+        sites = []
+        own = _sites.PACKAGE_DIR
+        # The sampler also sees this package's own blocks (its tables): never a site of the
+        # function's.
+        ranked = sorted(
+            (d for d in deltas.items() if d[1] and not d[0][0].startswith(own)),
+            key=lambda d: -abs(d[1]),
+        )
+        for (file, line, function, via), delta in ranked[:top]:
+            entry: dict[str, Any] = {
+                "file": file,
+                "line": line,
+                "function": function,
+                "delta_bytes": delta,
+                "live_bytes": max(site_live.get((file, line, function, via), 0), 0),
+            }
+            if via is not None:
+                entry["via"] = via
+            sites.append(entry)
+        return {
+            "live_bytes": st[_LIVE],
+            "peak_bytes": st[_PEAK],
+            "allocated_bytes": allocated,
+            "sample_bytes": st[_MEAN],
+            "samples": st[_SAMPLES],
+            "dropped": st[_DROPPED],
+            "epoch": st[_EPOCH],
+            "sites": sites,
+            "sites_truncated": max(len(ranked) - top, 0),
+        }
+
+
+_PROCESS_HEAP: list[NativeHeap | None] = []
+
+# Live samples the sampler holds at most is 65,536 (then it drops them, and the estimate
+# reads low): the mean gap is raised so that the function's whole memory is covered by half
+# of that.
+_SAMPLES_FOR_ALL_MEMORY = 32768
+
+
+def mean_gap(asked: int) -> int:
+    """The sampling interval used: the one asked for, raised for large memory sizes."""
+    try:
+        memory = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0")) << 20
+    except ValueError:
+        memory = 0
+    return max(asked, memory // _SAMPLES_FOR_ALL_MEMORY)
+
+
+def sampling() -> bool:
+    """Whether the process's sampler was started (it then sees every function's blocks)."""
+    return bool(_PROCESS_HEAP) and _PROCESS_HEAP[0] is not None
+
+
+def process_heap(opts: Options) -> NativeHeap | None:
+    """The process's sampler, started by the first decorated function (its options win)."""
+    if _PROCESS_HEAP:
+        return _PROCESS_HEAP[0]
+    heap = None
+    native = load(opts)
+    if native is not None:
+        try:
+            heap = NativeHeap(native, mean_gap(opts.heap_sample_bytes), opts.heap_frames)
+        except Exception:
+            heap = None
+        if heap is not None and not heap.running:
+            heap = None
+    _PROCESS_HEAP.append(heap)
+    return heap
