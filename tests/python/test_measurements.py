@@ -36,7 +36,13 @@ def test_leak_of_10_mib_per_call_is_retention_at_its_line(intake):
         assert top["size"] >= 10 * MiB and "via" not in top
     # The net block counter rises during every call (between calls, the test's own garbage
     # may be collected, so the end-of-call counts alone need not rise).
-    assert all(r["trace"]["heap_blocks_delta"] >= 1 for r in recs), recs
+    deltas = [r["trace"]["heap_blocks_delta"] for r in recs]
+    if _heap.sampling():
+        # The native sampler's frame objects move each count by a few either way (3.11+):
+        # the rise shows in the sum, one block per call.
+        assert sum(deltas) >= len(recs) - 3, deltas
+    else:
+        assert all(d >= 1 for d in deltas), deltas
     kept.clear()
 
 
