@@ -212,7 +212,13 @@ def test_suspected_growth_traces_more_often_but_bounded(intake, monkeypatch):
     kept = []
 
     # No budget: this test is about when suspect mode traces (the budget has its own test).
-    @memory_profile(sample_rate=1e-12, suspect_window=4, trace_budget_us=0, intake_port=intake.port)
+    @memory_profile(
+        sample_rate=1e-12,
+        suspect_window=4,
+        trace_budget_us=0,
+        intake_port=intake.port,
+        native=False,
+    )
     def handler(event, context):
         kept.append([bytearray(512) for _ in range(16)])
         return None
@@ -237,7 +243,11 @@ def test_suspect_traces_obey_the_budget(intake, monkeypatch):
     kept = []
 
     @memory_profile(
-        sample_rate=1e-12, suspect_window=4, trace_budget_us=20, intake_port=intake.port
+        sample_rate=1e-12,
+        suspect_window=4,
+        trace_budget_us=20,
+        intake_port=intake.port,
+        native=False,
     )
     def handler(event, context):
         kept.append([str(i) for i in range(300)])  # ~300 blocks kept: steady growth
@@ -259,7 +269,13 @@ def test_runtime_drift_is_not_suspected(intake, monkeypatch):
     monkeypatch.setattr(_sampling, "HEAP_BLOCKS_BUDGET_S", 1.0)
     kept = []
 
-    @memory_profile(sample_rate=1e-12, suspect_window=4, trace_budget_us=0, intake_port=intake.port)
+    @memory_profile(
+        sample_rate=1e-12,
+        suspect_window=4,
+        trace_budget_us=0,
+        intake_port=intake.port,
+        native=False,
+    )
     def handler(event, context):
         kept.append(object())
         return None

@@ -146,7 +146,11 @@ def _episodic_leak(intake, budget_us: float, episodes: int = 10) -> list[str | N
     phase = {"call": 0}
 
     @memory_profile(
-        sample_rate=1e-12, suspect_window=4, trace_budget_us=budget_us, intake_port=intake.port
+        sample_rate=1e-12,
+        suspect_window=4,
+        trace_budget_us=budget_us,
+        intake_port=intake.port,
+        native=False,  # the pure-Python path: with the sampler there is no suspect mode
     )
     def handler(event, context):
         phase["call"] += 1

@@ -68,6 +68,11 @@ class _Profiler:
         # what the handler's module keeps from its import is in the estimate); None without it
         # or with native=False (a function can opt out even when another one started it).
         self.heap = _heap.process_heap(opts) if opts.native else None
+        if self.heap is not None:
+            # The sampler names growing sites at every invocation: no suspect traces (they
+            # would cost a traced invocation each, and the sampler's own first-invocation
+            # tables look like growth to the suspect rule).
+            self.sampler.suspect = False
 
 
 class _Invocation:

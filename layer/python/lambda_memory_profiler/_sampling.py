@@ -72,6 +72,9 @@ class Sampler:
         # they turn the tracing budget into an effective sampling rate.
         self.plain_s: float | None = None
         self.extra_s: float | None = None
+        # Suspect mode names growing sites with tracemalloc; with the native sampler running
+        # (which names them at every invocation) the decorator turns it off.
+        self.suspect = True
         self.blocks_every = 1
         self.skipped_blocks = 0
 
@@ -97,7 +100,7 @@ class Sampler:
                 return None
             elif self.rng.random() < rate and self.affordable():
                 reason = "rate"
-            elif opts.suspect_window and self.suspect_due():
+            elif self.suspect and opts.suspect_window and self.suspect_due():
                 reason = "suspect"
                 self.episode_traces += 1
             else:
