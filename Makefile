@@ -115,7 +115,8 @@ $(ZIGBUILD_STAMP):
 
 tools: $(TOOLS_VENV)/.stamp $(ZIGBUILD_STAMP)
 
-# build/layer.zip: extensions/lambda-memory-profiler (glibc <= 2.17) + python/lambda_memory_profiler.
+# build/layer.zip: extensions/lambda-memory-profiler (glibc <= 2.17) + python/lambda_memory_profiler
+# + the exec wrapper lambda-memory-profiler (AWS_LAMBDA_EXEC_WRAPPER=/opt/lambda-memory-profiler).
 layer: tools native
 	ARCH=$(ARCH) scripts/build-layer.sh
 

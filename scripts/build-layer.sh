@@ -2,6 +2,7 @@
 # Build the Lambda layer: build/layer.zip holding
 #   extensions/lambda-memory-profiler   the extension, linked against glibc 2.17 symbols only
 #   python/lambda_memory_profiler/      the decorator package
+#   lambda-memory-profiler              the exec wrapper (AWS_LAMBDA_EXEC_WRAPPER=/opt/lambda-memory-profiler)
 # so the same zip runs on Amazon Linux 2 (glibc 2.26) and Amazon Linux 2023 (glibc 2.34).
 #
 #   ARCH=x86_64|arm64 (default x86_64)   LMP_GLIBC=2.17 (oldest glibc the binary may need)
@@ -33,6 +34,7 @@ rm -rf "$stage"
 mkdir -p "$stage/extensions" "$stage/python"
 install -m 0755 "$bin" "$stage/extensions/lambda-memory-profiler"
 cp -R "$root/layer/python/lambda_memory_profiler" "$stage/python/"
+install -m 0755 "$root/layer/lambda-memory-profiler" "$stage/lambda-memory-profiler"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 # Fixed timestamps and sorted entries: the same inputs give the same zip.
 find "$stage" -exec touch -h -d @1700000000 {} +

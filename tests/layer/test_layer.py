@@ -22,6 +22,7 @@ LAYER_ZIP = Path(os.environ.get("LMP_LAYER_ZIP", ROOT / "build" / "layer.zip"))
 CHECK_GLIBC = ROOT / "scripts" / "check-glibc.sh"
 PACKAGE = ROOT / "layer" / "python" / "lambda_memory_profiler"
 EXTENSION = "extensions/lambda-memory-profiler"
+WRAPPER = "lambda-memory-profiler"  # /opt/lambda-memory-profiler, for AWS_LAMBDA_EXEC_WRAPPER
 # Amazon Linux 2 (Python 3.9-3.11 runtimes) has glibc 2.26; the build pins 2.17.
 GLIBC_FLOOR = os.environ.get("LMP_GLIBC", "2.17")
 
@@ -50,8 +51,11 @@ def test_zip_holds_the_extension_and_the_package(layer_zip):
     assert EXTENSION in names
     mode = layer_zip.getinfo(EXTENSION).external_attr >> 16
     assert stat.S_ISREG(mode) and mode & 0o111 == 0o111, oct(mode)
-    # Only the two folders Lambda looks at, and no compiled caches.
-    assert {n.split("/", 1)[0] for n in names} == {"extensions", "python"}
+    # Only the two folders Lambda looks at and the exec wrapper, and no compiled caches.
+    assert {n.split("/", 1)[0] for n in names} == {"extensions", "python", WRAPPER}
+    mode = layer_zip.getinfo(WRAPPER).external_attr >> 16
+    assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o755, oct(mode)
+    assert layer_zip.read(WRAPPER) == (ROOT / "layer" / WRAPPER).read_bytes()
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # The package in the zip is the package in the tree, byte for byte (the zip is not stale).
     source = {

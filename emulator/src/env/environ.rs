@@ -134,3 +134,37 @@ mod tests {
         assert_eq!(kept, vec!["MY_VAR", "AWS_REGION"]);
     }
 }
+
+/// The runtime command as Lambda starts it: `$AWS_LAMBDA_EXEC_WRAPPER <runtime command...>` when
+/// the function sets `AWS_LAMBDA_EXEC_WRAPPER` (a wrapper script, e.g. from a layer under `/opt`),
+/// else the runtime command itself.
+pub fn with_exec_wrapper(env: &[(String, String)], argv: Vec<String>) -> Vec<String> {
+    match env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "AWS_LAMBDA_EXEC_WRAPPER")
+    {
+        Some((_, wrapper)) if !wrapper.is_empty() => {
+            std::iter::once(wrapper.clone()).chain(argv).collect()
+        }
+        _ => argv,
+    }
+}
+
+#[cfg(test)]
+mod exec_wrapper_tests {
+    use super::with_exec_wrapper;
+
+    #[test]
+    fn wrapper_goes_first() {
+        let argv = vec!["python".to_string(), "-m".into(), "awslambdaric".into()];
+        let env = vec![("AWS_LAMBDA_EXEC_WRAPPER".to_string(), "/opt/w".to_string())];
+        assert_eq!(
+            with_exec_wrapper(&env, argv.clone()),
+            ["/opt/w", "python", "-m", "awslambdaric"]
+        );
+        assert_eq!(with_exec_wrapper(&[], argv.clone()), argv);
+        let empty = vec![("AWS_LAMBDA_EXEC_WRAPPER".to_string(), String::new())];
+        assert_eq!(with_exec_wrapper(&empty, argv.clone()), argv);
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::environ::{environment, for_extensions, for_runtime};
+use super::environ::{self, environment, for_extensions, for_runtime};
 use super::output::watch_child;
 use super::shutdown::shutdown_env;
 use super::{tokio_deadline, wait_for};
@@ -183,7 +183,7 @@ async fn init_wait(
     }
     let c = &shared.config;
     let renv = for_runtime(shared, env);
-    let argv = c.runtime_argv();
+    let argv = environ::with_exec_wrapper(&renv, c.runtime_argv());
     let child = match process::spawn(
         "runtime",
         &argv,
