@@ -41,13 +41,14 @@ lint: venv
 	$(VPY) -m ruff check $(PY_DIRS)
 	$(VPY) -m ruff format --check $(PY_DIRS)
 
-# tests/analysis_truth.rs runs twice: on the decorator's pure-Python path (LMP_NATIVE=false: the
-# leak rules' ground truths), then its leak cases with the native sampler on. Its bounded-cache
+# tests/analysis_truth.rs runs twice: on the decorator's pure-Python path (the default,
+# LMP_NATIVE=false: the leak rules' ground truths), then its leak cases with the native sampler
+# on (LMP_NATIVE=true, forwarded to the function by the test). Its bounded-cache
 # cases are not in the second run: the sampler adds resident-memory noise that the default
 # (resident) leak signal feels, once in ~9 runs of the TTL cache (docs/native.md, Limits).
 rust-test: venv localstack native
 	LMP_NATIVE=false LMP_TEST_PYTHON=$(abspath $(VPY)) LMP_LOCALSTACK=$(abspath scripts/localstack.sh) cargo test --workspace
-	LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-memory-profiler --test analysis_truth -- --skip not_a_leak
+	LMP_NATIVE=true LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-memory-profiler --test analysis_truth -- --skip not_a_leak
 
 # The native heap sampler, one module per CPython found (3.9+), into the package folder; the
 # Python suites then require it (LMP_REQUIRE_NATIVE=1: a missing module fails, not skips).

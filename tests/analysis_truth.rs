@@ -412,7 +412,7 @@ async fn leak_is_flagged(
     // With the native sampler on, resident memory under the runtime client grows ~1.3 KB per
     // invocation more than without it (measured on the 12 KiB block and closure leaks; not
     // reproduced in-process, cause not yet found): the slope's tolerance is wider then.
-    let sampler_on = std::env::var("LMP_NATIVE").map_or(true, |v| v != "false");
+    let sampler_on = std::env::var("LMP_NATIVE").is_ok_and(|v| v == "true");
     let tolerance = if sampler_on { 0.15 } else { 0.10 };
     leak_is_flagged_within(tag, workload, env, native, tolerance).await
 }

@@ -57,6 +57,7 @@ fn function(
         ("LMP_INTAKE_PORT", port.to_string()),
         ("LMP_SAMPLE_RATE", "1".into()),
         ("LMP_FLUSH", "end".into()),
+        ("LMP_NATIVE", "true".into()),
     ];
     let wrapper = dir.join("layer").join(WRAPPER);
     if wrapped {

@@ -94,7 +94,7 @@ def run(sample_bytes: int) -> list[dict]:
     # Traced: every invocation under tracemalloc (sample_rate=1, no tracing budget; 1 frame per
     # allocation, as sizes do not depend on it and 16 would triple the run time).
     passes = {
-        "native": memory_profile(trace=False, **common),
+        "native": memory_profile(trace=False, native=True, **common),
         "tracemalloc": memory_profile(sample_rate=1.0, trace_budget_us=0, frames=1, **common),
     }
     rows = {

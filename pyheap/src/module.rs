@@ -125,10 +125,11 @@ unsafe extern "C" fn start(_m: *mut PyObject, args: Args, nargs: Py_ssize_t) -> 
         if mode == MODE_FAILED {
             return ffi::PyBool_FromLong(0);
         }
-        let Some(profiler) = Profiler::new(mean.clamp(1, 1 << 30), seed, &FILTER) else {
+        let depth = (frames as usize).clamp(1, MAX_FRAMES);
+        let Some(profiler) = Profiler::new(mean.clamp(1, 1 << 30), seed, depth, &FILTER) else {
             return ffi::PyBool_FromLong(0);
         };
-        FRAMES.store((frames as usize).clamp(1, MAX_FRAMES), Ordering::Relaxed);
+        FRAMES.store(depth, Ordering::Relaxed);
         let first = profiler.first_gap();
         match state::install(profiler) {
             Some(Some(old)) => release(old),

@@ -59,7 +59,7 @@ pub struct Totals {
 
 impl Profiler {
     /// A fresh sampler with the first gap drawn; None when its memory cannot be had.
-    pub fn new(mean: u64, seed: u64, filter: &'static FreeFilter) -> Option<Self> {
+    pub fn new(mean: u64, seed: u64, depth: usize, filter: &'static FreeFilter) -> Option<Self> {
         let mut changes = Vec::new();
         changes.try_reserve_exact(MAX_STACKS).ok()?;
         let mut gaps = Gaps::new(mean, seed);
@@ -70,7 +70,7 @@ impl Profiler {
         Some(Profiler {
             gaps,
             samples,
-            stacks: Stacks::new()?,
+            stacks: Stacks::new(depth)?,
             filter,
             live_bytes: 0,
             peak_bytes: 0,
@@ -248,7 +248,7 @@ mod tests {
     /// a sample at every point; frees remove.
     #[test]
     fn live_estimate_follows_allocations_and_frees() {
-        let mut p = Profiler::new(4096, 3, filter()).unwrap();
+        let mut p = Profiler::new(4096, 3, 16, filter()).unwrap();
         let mut counter = p.first_gap();
         let mut live: Vec<usize> = Vec::new();
         let mut truth: u64 = 0;
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn changes_name_the_growing_stack() {
-        let mut p = Profiler::new(1, 1, filter()).unwrap();
+        let mut p = Profiler::new(1, 1, 16, filter()).unwrap();
         let mut out = Vec::new();
         p.record(16, 100, &frames(1), 0);
         p.record(32, 100, &frames(2), 0);
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn peak_is_the_highest_estimate_since_the_last_read() {
-        let mut p = Profiler::new(1, 1, filter()).unwrap();
+        let mut p = Profiler::new(1, 1, 16, filter()).unwrap();
         p.record(16, 1000, &frames(1), 0);
         p.record(32, 1000, &frames(1), 0);
         p.remove(16);
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn skipped_points_sample_nothing_and_keep_the_count() {
-        let mut p = Profiler::new(1000, 9, filter()).unwrap();
+        let mut p = Profiler::new(1000, 9, 16, filter()).unwrap();
         let start = p.first_gap();
         let c = p.skip(start - 5000);
         assert_eq!(p.totals(c).allocated_bytes, 5000);

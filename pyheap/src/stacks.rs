@@ -16,8 +16,6 @@ pub const OVERFLOW_STACK: u32 = 1;
 /// Frames kept per stack at most.
 pub const MAX_FRAMES: usize = 64;
 const INDEX_SLOTS: usize = MAX_STACKS * 2;
-/// Stacks room is made for at the start (of 16 frames each, the default depth).
-const INITIAL_STACKS: usize = 512;
 
 /// One frame: the code object's address (a strong reference held by the caller) and a line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -81,22 +79,23 @@ fn hash_of(frames: &[Frame]) -> u64 {
 impl Stacks {
     /// An empty set with its fixed index (and the two reserved stacks); None when memory for
     /// it cannot be had.
-    pub fn new() -> Option<Self> {
+    pub fn new(depth: usize) -> Option<Self> {
         let mut index = Vec::new();
         index.try_reserve_exact(INDEX_SLOTS).ok()?;
         index.resize(INDEX_SLOTS, 0);
         let mut dirty = Vec::new();
         dirty.try_reserve_exact(MAX_STACKS).ok()?;
-        // Room for the stacks a function meets in its first invocations, written once now: the
-        // tables then do not grow (page by page, in the process's resident memory) while the
-        // leak analysis warms up and would read their growth as the function's.
+        // Room for every stack, written once now: the tables then never grow (page by page, in
+        // the process's resident memory), which the leak analysis would read as the function's
+        // own growth while new stacks keep appearing. About 1.2 MB at 16 frames.
+        let depth = depth.clamp(1, MAX_FRAMES);
         let mut meta = Vec::new();
-        meta.try_reserve_exact(INITIAL_STACKS).ok()?;
-        meta.resize(INITIAL_STACKS, Meta::default());
+        meta.try_reserve_exact(MAX_STACKS).ok()?;
+        meta.resize(MAX_STACKS, Meta::default());
         meta.truncate(2);
         let mut frames = Vec::new();
-        frames.try_reserve_exact(INITIAL_STACKS * 16).ok()?;
-        frames.resize(INITIAL_STACKS * 16, Frame::default());
+        frames.try_reserve_exact(MAX_STACKS * depth).ok()?;
+        frames.resize(MAX_STACKS * depth, Frame::default());
         frames.clear();
         Some(Stacks {
             frames,
@@ -249,7 +248,7 @@ mod tests {
 
     #[test]
     fn interning_is_stable_and_bounded() {
-        let mut s = Stacks::new().unwrap();
+        let mut s = Stacks::new(16).unwrap();
         let a = s.intern(&stack(1, 5));
         assert!(a.new);
         assert_eq!(
@@ -274,7 +273,7 @@ mod tests {
 
     #[test]
     fn changes_are_net_since_the_last_read() {
-        let mut s = Stacks::new().unwrap();
+        let mut s = Stacks::new(16).unwrap();
         let a = s.intern(&stack(1, 2)).id;
         let b = s.intern(&stack(2, 2)).id;
         let mut out = Vec::new();

@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn with_reaches_the_installed_profiler_and_threads_keep_it_whole() {
-        let p = Profiler::new(64, 1, &FILTER).unwrap();
+        let p = Profiler::new(64, 1, 16, &FILTER).unwrap();
         assert!(install(p).is_some());
         let threads: Vec<_> = (0..8)
             .map(|t| {

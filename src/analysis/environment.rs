@@ -266,7 +266,6 @@ impl EnvironmentAnalysis {
         // The sampler's sites: each names its change since the previous record.
         if let Some(heap) = record
             .and_then(|d| d.heap.as_ref())
-            .filter(|_| self.leak.signal() == Signal::PythonHeap)
         {
             let keys: Vec<(String, Option<&str>, i64, Option<u64>)> = heap
                 .sites

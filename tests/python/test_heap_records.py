@@ -63,7 +63,7 @@ def records(body: str, count: int, env: dict[str, str] | None = None) -> list[di
         capture_output=True,
         text=True,
         timeout=300,
-        env=dict(os.environ, **(env or {})),
+        env=dict(os.environ, **{"LMP_NATIVE": "true", **(env or {})}),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -219,7 +219,7 @@ def test_rss_flat_over_100k_invocations_with_the_sampler():
         capture_output=True,
         text=True,
         timeout=600,
-        env=dict(os.environ, LMP_TRACE="false"),
+        env=dict(os.environ, LMP_TRACE="false", LMP_NATIVE="true"),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     marks = {
