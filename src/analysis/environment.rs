@@ -264,9 +264,7 @@ impl EnvironmentAnalysis {
             heap_blocks: record.and_then(|d| d.heap_blocks).map(|b| b as f64),
         });
         // The sampler's sites: each names its change since the previous record.
-        if let Some(heap) = record
-            .and_then(|d| d.heap.as_ref())
-        {
+        if let Some(heap) = record.and_then(|d| d.heap.as_ref()) {
             let keys: Vec<(String, Option<&str>, i64, Option<u64>)> = heap
                 .sites
                 .iter()
