@@ -191,10 +191,11 @@ def test_native_off_and_failure_fall_back_without_touching_the_handler():
 
 
 def test_rss_flat_over_100k_invocations_with_the_sampler():
-    """The sampler's and the decorator's own memory stay bounded: resident memory after
-    100,000 invocations within 256 KiB of what it was after 20,000. (``tracemalloc`` is off:
-    each of its sessions leaves ~1 KiB of native memory behind in CPython itself, ~11 B per
-    invocation at the default 1% rate, with or without the sampler.)"""
+    """The sampler's own memory stays bounded: over invocations 20,000 to 100,000 its tables do
+    not grow, and the process's resident memory grows no more than 256 KiB beyond what the same
+    run without the sampler grows (the control: the harness and interpreter drift a little on
+    their own). ``tracemalloc`` is off: each of its sessions leaves ~1 KiB of native memory
+    behind in CPython itself, ~11 B per invocation at the default 1% rate."""
     if not HAVE_NATIVE and os.environ.get("LMP_REQUIRE_NATIVE") != "1":
         pytest.skip("the native module is not built for this interpreter")
     code = HARNESS.format(
@@ -208,24 +209,31 @@ def test_rss_flat_over_100k_invocations_with_the_sampler():
             def handler(event, context):
                 i = event["i"]
                 if i in (20_000, 99_999):
-                    print("RSS", i, rss(), _native.stats()[10], flush=True)
+                    foot = _native.stats()[10] if os.environ["LMP_NATIVE"] == "true" else 0
+                    print("RSS", i, rss(), foot, flush=True)
                 return [i] * 10
             """
         ),
         count=100_000,
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, LMP_TRACE="false", LMP_NATIVE="true"),
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    marks = {
-        int(p[1]): (int(p[2]), int(p[3]))
-        for p in (line.split() for line in proc.stdout.splitlines() if line.startswith("RSS"))
-    }
-    (rss_20k, foot_20k), (rss_100k, foot_100k) = marks[20_000], marks[99_999]
-    assert rss_100k - rss_20k < 256 * 1024, marks
-    assert foot_100k == foot_20k, marks
+
+    def growth(native: str) -> tuple[int, int, int]:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, LMP_TRACE="false", LMP_NATIVE=native),
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        marks = {
+            int(p[1]): (int(p[2]), int(p[3]))
+            for p in (line.split() for line in proc.stdout.splitlines() if line.startswith("RSS"))
+        }
+        (rss_a, foot_a), (rss_b, foot_b) = marks[20_000], marks[99_999]
+        return rss_b - rss_a, foot_a, foot_b
+
+    sampled, foot_20k, foot_100k = growth("true")
+    control, _, _ = growth("false")
+    assert foot_100k == foot_20k > 0, (foot_20k, foot_100k)
+    assert sampled - control < 256 * 1024, (sampled, control)
