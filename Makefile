@@ -150,12 +150,9 @@ check-template: tools venv
 	test -f build/sam/ExampleFunction/leaky.py
 	$(VPY) -m pytest -q tests/alarms
 	@# Metrics and dimension sets against the extension just built, under each LMP_DIMENSIONS.
-	@# --tolerate-unpublished: until the extension also publishes {FunctionName} under
-	@# FunctionName,FunctionVersion (issue 14); the check says when it is no longer needed.
 	$(TOOLS_VENV)/bin/python scripts/check-alarms.py --template template.yaml --readme README.md \
 	  --parameter-overrides ProfiledFunctionNames=lambda-memory-profiler-example,orders \
-	  --extension build/sam/MemoryProfilerLayer/extensions/lambda-memory-profiler \
-	  --tolerate-unpublished FunctionName,FunctionVersion
+	  --extension build/sam/MemoryProfilerLayer/extensions/lambda-memory-profiler
 
 # Called by `sam build` (Metadata: BuildMethod: makefile) with ARTIFACTS_DIR set.
 build-MemoryProfilerLayer: layer

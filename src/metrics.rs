@@ -137,6 +137,25 @@ impl Dimensions {
         v.retain(|(_, val)| !val.is_empty());
         Dimensions(v)
     }
+
+    /// The dimension sets every metric is published under: `{FunctionName}` always, and the
+    /// full set too when it has more (so dashboards and alarms on `{FunctionName}` keep
+    /// working when a version dimension is asked for), as CloudWatch Lambda Insights does.
+    pub fn sets(&self) -> Vec<Vec<(String, String)>> {
+        let mut sets: Vec<Vec<(String, String)>> = self
+            .0
+            .first()
+            .into_iter()
+            .map(|d| vec![d.clone()])
+            .collect();
+        if self.0.len() > 1 {
+            sets.push(self.0.clone());
+        }
+        if sets.is_empty() {
+            sets.push(Vec::new());
+        }
+        sets
+    }
 }
 
 /// Datums of one instant; absent and non-finite figures yield none (never a zero).

@@ -66,9 +66,15 @@ pub fn pack(datums: &[Datum], storage_resolution: u8) -> Vec<Packed> {
 }
 
 /// An upper bound of a datum's encoded size (CBOR: a double takes 9 bytes; keys are spelled out).
+/// A packed datum goes out once per dimension set (`Dimensions::sets`): this is all of them.
 pub fn estimated_bytes(p: &Packed, dims: &Dimensions) -> usize {
-    let dims_bytes: usize = dims.0.iter().map(|(k, v)| k.len() + v.len() + 24).sum();
-    96 + p.metric.name().len() + dims_bytes + p.values.len() * 20
+    dims.sets()
+        .iter()
+        .map(|set| {
+            let dims_bytes: usize = set.iter().map(|(k, v)| k.len() + v.len() + 24).sum();
+            96 + p.metric.name().len() + dims_bytes + p.values.len() * 20
+        })
+        .sum()
 }
 
 /// Splits datums into requests within the API's count and size limits.
@@ -76,10 +82,12 @@ pub fn batches(packed: Vec<Packed>, dims: &Dimensions) -> Vec<Vec<Packed>> {
     let mut out: Vec<Vec<Packed>> = Vec::new();
     let mut cur: Vec<Packed> = Vec::new();
     let mut cur_bytes = 0;
+    let per_packed = dims.sets().len().max(1);
     for p in packed {
         let b = estimated_bytes(&p, dims);
         if !cur.is_empty()
-            && (cur.len() >= MAX_DATUMS_PER_REQUEST || cur_bytes + b > MAX_REQUEST_BYTES)
+            && ((cur.len() + 1) * per_packed > MAX_DATUMS_PER_REQUEST
+                || cur_bytes + b > MAX_REQUEST_BYTES)
         {
             out.push(std::mem::take(&mut cur));
             cur_bytes = 0;
@@ -93,9 +101,16 @@ pub fn batches(packed: Vec<Packed>, dims: &Dimensions) -> Vec<Vec<Packed>> {
     out
 }
 
-fn to_sdk(p: &Packed, dims: &Dimensions, storage_resolution: u8) -> MetricDatum {
-    let dimensions = dims
-        .0
+/// The datums of one packed figure: one per dimension set.
+fn to_sdk_all(p: &Packed, dims: &Dimensions, storage_resolution: u8) -> Vec<MetricDatum> {
+    dims.sets()
+        .iter()
+        .map(|set| to_sdk(p, set, storage_resolution))
+        .collect()
+}
+
+fn to_sdk(p: &Packed, set: &[(String, String)], storage_resolution: u8) -> MetricDatum {
+    let dimensions = set
         .iter()
         .map(|(k, v)| Dimension::builder().name(k).value(v).build())
         .collect();
@@ -264,7 +279,7 @@ impl CloudWatchSink {
             let values: u64 = batch.iter().map(Packed::value_count).sum();
             let data = batch
                 .iter()
-                .map(|p| to_sdk(p, &self.dims, self.storage_resolution))
+                .flat_map(|p| to_sdk_all(p, &self.dims, self.storage_resolution))
                 .collect();
             report.requests += 1;
             let t0 = std::time::Instant::now();
@@ -392,7 +407,28 @@ mod tests {
     #[test]
     fn sdk_datum_carries_unit_dimensions_and_resolution() {
         let p = &pack(&[d(Metric::MemorySize, 128.0, 120_500)], 1)[0];
-        let m = to_sdk(p, &dims(), 1);
+        // With a version dimension, every figure goes out under both sets.
+        let versioned = Dimensions::new(
+            DimensionSet {
+                function_version: true,
+            },
+            "orders",
+            "7",
+        );
+        let both = to_sdk_all(p, &versioned, 1);
+        let sets: Vec<Vec<&str>> = both
+            .iter()
+            .map(|d| d.dimensions().iter().filter_map(|x| x.name()).collect())
+            .collect();
+        assert_eq!(
+            sets,
+            vec![
+                vec!["FunctionName"],
+                vec!["FunctionName", "FunctionVersion"]
+            ]
+        );
+        assert_eq!(to_sdk_all(p, &dims(), 1).len(), 1);
+        let m = to_sdk(p, &dims().0, 1);
         assert_eq!(m.metric_name(), Some("MemorySize"));
         assert_eq!(m.unit(), Some(&StandardUnit::Megabytes));
         assert_eq!(m.storage_resolution(), Some(1));

@@ -20,7 +20,11 @@ pub fn lines(
     storage_resolution: u8,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let dim_names: Vec<&str> = dims.0.iter().map(|(k, _)| k.as_str()).collect();
+    let dim_sets: Vec<Vec<String>> = dims
+        .sets()
+        .into_iter()
+        .map(|set| set.into_iter().map(|(k, _)| k).collect())
+        .collect();
     for (bucket, metrics) in group(datums, storage_resolution) {
         let rounds = metrics
             .values()
@@ -50,7 +54,7 @@ pub fn lines(
                         "Timestamp": bucket,
                         "CloudWatchMetrics": [{
                             "Namespace": namespace,
-                            "Dimensions": [dim_names],
+                            "Dimensions": dim_sets,
                             "Metrics": defs,
                         }]
                     }),
@@ -148,9 +152,10 @@ mod tests {
         let v = validate(&lines[0]).unwrap();
         assert_eq!(v["_aws"]["Timestamp"], 1_764_000_000_000u64);
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "NS");
+        // Both sets: dashboards and alarms on {FunctionName} keep working with a version.
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            json!([["FunctionName", "FunctionVersion"]])
+            json!([["FunctionName"], ["FunctionName", "FunctionVersion"]])
         );
         assert_eq!(v["MaxMemoryUsed"], 96.0);
         assert_eq!(v["FunctionName"], "orders");

@@ -106,7 +106,8 @@ def test_emf_line_honours_dimensions_and_resolution(capfd, lmp_env):
     assert len(lines) == 2
     doc = check_emf(lines[-1], "LambdaMemoryProfiler")
     d = doc["_aws"]["CloudWatchMetrics"][0]
-    assert d["Dimensions"] == [["FunctionName", "FunctionVersion"]]
+    # {FunctionName} always, the full set too (as the extension publishes).
+    assert d["Dimensions"] == [["FunctionName"], ["FunctionName", "FunctionVersion"]]
     assert doc["FunctionVersion"] == "7"
     assert all(m["StorageResolution"] == 1 for m in d["Metrics"])
     names = {m["Name"] for m in d["Metrics"]}

@@ -191,7 +191,10 @@ def emf_line(
             "CloudWatchMetrics": [
                 {
                     "Namespace": namespace,
-                    "Dimensions": [list(dimensions)],
+                    # {FunctionName} always, the full set too (as the extension publishes).
+                    "Dimensions": [list(dimensions[:1]), list(dimensions)]
+                    if len(dimensions) > 1
+                    else [list(dimensions)],
                     "Metrics": metrics,
                 }
             ],
