@@ -102,7 +102,9 @@ def test_first_invocation_is_not_traced_by_default(app, intake):
 def test_trace_cold_traces_the_first_invocation(app, intake, how):
     opts, env = ({"trace_cold": True}, None) if how == "argument" else ({}, {"LMP_TRACE_COLD": "1"})
     results, recs = run_app(app, intake, opts, env=env)
-    assert [r["tracing"] for r in results] == [True, False, False]
+    # The warm calls may be sampled as usual (1%, and a first trace is taken on credit).
+    assert results[0]["tracing"] is True
+    assert all(r["tracing"] == (rec["trace"] is not None) for r, rec in zip(results, recs))
     t = recs[0]["trace"]
     assert t["reason"] == "cold" and t["mode"] == "own"
     # The parsed table stays in the cache: megabytes retained, named at the handler's line.
