@@ -141,20 +141,12 @@ impl Dimensions {
     /// The dimension sets every metric is published under: `{FunctionName}` always, and the
     /// full set too when it has more (so dashboards and alarms on `{FunctionName}` keep
     /// working when a version dimension is asked for), as CloudWatch Lambda Insights does.
-    pub fn sets(&self) -> Vec<Vec<(String, String)>> {
-        let mut sets: Vec<Vec<(String, String)>> = self
-            .0
-            .first()
-            .into_iter()
-            .map(|d| vec![d.clone()])
-            .collect();
-        if self.0.len() > 1 {
-            sets.push(self.0.clone());
-        }
-        if sets.is_empty() {
-            sets.push(Vec::new());
-        }
-        sets
+    /// Both are prefixes of the full set; with no dimension at all, the one empty set.
+    pub fn sets(&self) -> impl Iterator<Item = &[(String, String)]> {
+        let all = self.0.as_slice();
+        let first = all.get(..all.len().min(1));
+        let full = (all.len() > 1).then_some(all);
+        first.into_iter().chain(full)
     }
 }
 

@@ -28,6 +28,9 @@ fn finalizing() -> bool {
 /// Where the frame is: on 3.11+ the instruction's byte offset (turning it into a line walks
 /// the code's line table, most of a sample's cost: `line_of` does it when a stack is read); the
 /// line before, where the frame API has it at hand.
+///
+/// # Safety
+/// With the GIL held; `frame` is a live frame object.
 unsafe fn position(frame: *mut ffi::PyFrameObject) -> i32 {
     #[cfg(Py_3_11)]
     return ffi::PyFrame_GetLasti(frame);

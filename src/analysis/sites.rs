@@ -97,7 +97,7 @@ impl SiteGrowth {
     /// The `n` sites with the most net growth, largest first; sites with none are left out.
     pub fn top(&self, n: usize) -> Vec<GrowingSite> {
         let traced = f64::from(self.traced_invocations.max(1));
-        let mut out: Vec<GrowingSite> = self
+        let out: Vec<GrowingSite> = self
             .sites
             .iter()
             .filter(|(_, t)| t.weighted_bytes > 0.0)
@@ -109,14 +109,19 @@ impl SiteGrowth {
                 seen_in: t.invocations,
             })
             .collect();
-        out.sort_by(|a, b| {
-            b.bytes_per_traced_invoke
-                .total_cmp(&a.bytes_per_traced_invoke)
-                .then_with(|| a.site.cmp(&b.site))
-        });
-        out.truncate(n);
-        out
+        largest_first(out, n)
     }
+}
+
+/// The `n` sites growing the most, largest first (ties by name, so the order is stable).
+fn largest_first(mut sites: Vec<GrowingSite>, n: usize) -> Vec<GrowingSite> {
+    sites.sort_by(|a, b| {
+        b.bytes_per_traced_invoke
+            .total_cmp(&a.bytes_per_traced_invoke)
+            .then_with(|| a.site.cmp(&b.site))
+    });
+    sites.truncate(n);
+    sites
 }
 
 /// One site as a record of the native sampler named it.
@@ -216,7 +221,7 @@ impl HeapSiteGrowth {
     /// window, `held_bytes_per_traced_invoke` the site's live bytes as last named.
     pub fn top(&self, n: usize) -> Vec<GrowingSite> {
         let records = self.records.len().max(1) as f64;
-        let mut out: Vec<GrowingSite> = self
+        let out: Vec<GrowingSite> = self
             .sites
             .iter()
             .filter(|(_, t)| t.delta_bytes > 0)
@@ -228,13 +233,7 @@ impl HeapSiteGrowth {
                 seen_in: t.records,
             })
             .collect();
-        out.sort_by(|a, b| {
-            b.bytes_per_traced_invoke
-                .total_cmp(&a.bytes_per_traced_invoke)
-                .then_with(|| a.site.cmp(&b.site))
-        });
-        out.truncate(n);
-        out
+        largest_first(out, n)
     }
 }
 

@@ -69,7 +69,6 @@ pub fn pack(datums: &[Datum], storage_resolution: u8) -> Vec<Packed> {
 /// A packed datum goes out once per dimension set (`Dimensions::sets`): this is all of them.
 pub fn estimated_bytes(p: &Packed, dims: &Dimensions) -> usize {
     dims.sets()
-        .iter()
         .map(|set| {
             let dims_bytes: usize = set.iter().map(|(k, v)| k.len() + v.len() + 24).sum();
             96 + p.metric.name().len() + dims_bytes + p.values.len() * 20
@@ -82,7 +81,7 @@ pub fn batches(packed: Vec<Packed>, dims: &Dimensions) -> Vec<Vec<Packed>> {
     let mut out: Vec<Vec<Packed>> = Vec::new();
     let mut cur: Vec<Packed> = Vec::new();
     let mut cur_bytes = 0;
-    let per_packed = dims.sets().len().max(1);
+    let per_packed = dims.sets().count().max(1);
     for p in packed {
         let b = estimated_bytes(&p, dims);
         if !cur.is_empty()
@@ -104,7 +103,6 @@ pub fn batches(packed: Vec<Packed>, dims: &Dimensions) -> Vec<Vec<Packed>> {
 /// The datums of one packed figure: one per dimension set.
 fn to_sdk_all(p: &Packed, dims: &Dimensions, storage_resolution: u8) -> Vec<MetricDatum> {
     dims.sets()
-        .iter()
         .map(|set| to_sdk(p, set, storage_resolution))
         .collect()
 }

@@ -20,10 +20,9 @@ pub fn lines(
     storage_resolution: u8,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let dim_sets: Vec<Vec<String>> = dims
+    let dim_sets: Vec<Vec<&str>> = dims
         .sets()
-        .into_iter()
-        .map(|set| set.into_iter().map(|(k, _)| k).collect())
+        .map(|set| set.iter().map(|(k, _)| k.as_str()).collect())
         .collect();
     for (bucket, metrics) in group(datums, storage_resolution) {
         let rounds = metrics
