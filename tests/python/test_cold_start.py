@@ -91,11 +91,14 @@ def run_app(app, intake, opts: dict, calls: int = 3, env: dict | None = None):
 def test_first_invocation_is_not_traced_by_default(app, intake):
     results, recs = run_app(app, intake, {})
     # Not only no trace in the record: tracemalloc never ran while the 20k records were parsed.
-    assert [r["tracing"] for r in results] == [False, False, False]
+    assert results[0]["tracing"] is False
     assert recs[0]["trace"] is None
     # The cheap path's figures are all there on the cold start.
     assert recs[0]["heap_blocks"] > RECORDS and recs[0]["duration_ms"] > 0
-    assert all(r["trace"] is None for r in recs)
+    # A warm call may be traced for the budgeted reasons (the parsed table's growth can make
+    # the third one suspect); whatever ran under tracemalloc is in its record.
+    assert all(r["tracing"] == (rec["trace"] is not None) for r, rec in zip(results, recs))
+    assert all(rec["trace"]["reason"] in ("rate", "suspect") for rec in recs[1:] if rec["trace"])
 
 
 @pytest.mark.parametrize("how", ["argument", "variable"])
