@@ -1,8 +1,12 @@
 //! A CloudWatch that fails, end to end: the real extension (`LMP_SINK=cloudwatch`,
 //! `LMP_FLUSH=end`) under the emulator, its SDK pointed at a stand-in on loopback that answers
-//! 500, or takes 8 s to answer. No invocation is held longer than the end-flush budget (plus a
-//! little), each failure class is warned about once, and what could not be sent by SHUTDOWN is
-//! counted as dropped in the last log line.
+//! 500, or takes 8 s to answer. No invocation waits for the endpoint (the 100 ms end-flush
+//! budget binds, far below the slow stand-in's 8 s), each failure class is warned about once,
+//! and what could not be sent by SHUTDOWN is counted as dropped in the last log line.
+//!
+//! The hold bound is structural, not a timing: it sits far above the budget and far below what
+//! waiting for the slow endpoint would cost, so a loaded machine's scheduling delays of a few
+//! hundred milliseconds cannot fail it.
 
 mod common;
 
@@ -24,6 +28,10 @@ from lambda_memory_profiler import memory_profile
 def handler(event, context):
     return {"ok": True}
 "#;
+
+/// Above every hold the 100 ms budget allows on a loaded machine; far below the 8 s that waiting
+/// for the slow endpoint would cost.
+const NEVER_WAITED: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -121,8 +129,8 @@ async fn a_slow_cloudwatch_does_not_hold_invocations_and_unsent_values_are_count
         "post-runtime max {worst:?} over {} warm invocations; {requests} requests",
         held.len()
     );
-    // The default end-flush budget is 100 ms.
-    assert!(worst <= Duration::from_millis(120), "held {held:?}");
+    // The default end-flush budget is 100 ms; waiting for the stand-in would hold 8 s.
+    assert!(worst < NEVER_WAITED, "held {held:?}");
     // Queued invocations went out together, not one request each.
     assert!(requests < 10, "{requests} requests for 20 invocations");
     let dropped = final_count(&lines, "dropped");
@@ -148,7 +156,7 @@ async fn failing(mode: Mode, tag: &str, class: &str) {
     };
     let worst = held.iter().max().copied().unwrap_or_default();
     eprintln!("{tag}: post-runtime max {worst:?}; {requests} requests");
-    assert!(worst <= Duration::from_millis(120), "held {held:?}");
+    assert!(worst < NEVER_WAITED, "held {held:?}");
     assert!(requests > 0);
     let warnings: Vec<&String> = lines
         .iter()

@@ -153,7 +153,23 @@ async fn log_records_follow_the_log_format() {
         let emu = Emulator::start(config).await.expect("start");
         let o = emu.invoke(json!({"action": "logs"})).await.expect("invoke");
         assert_eq!(o.status, InvokeStatus::Success, "{o:?}");
+        // The three lines reach the listener on its buffering timeout, not at once: a loaded
+        // machine may deliver them after SHUTDOWN was sent, when the listener no longer reads.
+        let delivered = common::eventually(|| {
+            let got = bed.received("strict");
+            let logs = typed(&got, "function");
+            let has = |want: &dyn Fn(&Value) -> bool| logs.iter().any(|r| want(&r["record"]));
+            !bed.entries("strict", "rejected").is_empty()
+                || (has(&|r| r == "a plain line")
+                    && (format == LogFormat::Text || has(&|r| r["message"] == "via logging")))
+        })
+        .await;
         shut_down(emu).await;
+        assert!(
+            delivered,
+            "function log records: {:?}",
+            bed.received("strict")
+        );
         let got = bed.received("strict");
         let rejected = bed.entries("strict", "rejected");
         let logs: Vec<&Value> = typed(&got, "function")

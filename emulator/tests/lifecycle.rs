@@ -330,6 +330,48 @@ async fn max_memory_used_rises_with_a_50_mb_allocation_and_never_falls() {
     assert!(after.max_memory_used_mb >= alloc.max_memory_used_mb);
 }
 
+/// An invocation that grows past the limit and answers before the next memory sample (a
+/// sampling interval longer than the whole invocation) still fails as out of memory: a cgroup
+/// would have killed it before its answer. It is not a success followed by a silent re-init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_the_limit_between_two_samples_fails_that_invocation() {
+    let bed = Bed::new("oom-fast");
+    bed.extension("ext", "good");
+    let mut config = bed.config();
+    config.memory_mb = 128;
+    config.sample_interval = Duration::from_secs(3600);
+    let emu = Emulator::start(config).await.expect("start");
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let o = emu
+            .invoke(json!({"action": "alloc"}))
+            .await
+            .expect("invoke");
+        let stop = o.status != InvokeStatus::Success;
+        outcomes.push(o);
+        if stop {
+            break;
+        }
+    }
+    let last = outcomes.last().expect("an invocation");
+    // 50 MB a call in 128 MB: the second or third call crosses the limit.
+    assert!(
+        outcomes.len() <= 3,
+        "{:?}",
+        outcomes.iter().map(|o| o.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        last.error_type.as_deref(),
+        Some("Runtime.OutOfMemory"),
+        "{last:?}"
+    );
+    assert_eq!(last.report["metrics"]["maxMemoryUsedMB"], 128);
+    assert!(last.reset && last.response.is_none(), "{last:?}");
+    assert!(outcomes
+        .iter()
+        .all(|o| !o.cold_start || o.request_id == outcomes[0].request_id));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_memory_limit_is_runtime_out_of_memory_then_reinit() {
     let bed = Bed::new("oom");

@@ -93,14 +93,16 @@ pub async fn invoke(
         Some(_) => RuntimeEnd::ExitError,
         None => wait_for(shared, Some(tokio_deadline(deadline)), |st| {
             let cur = st.current.as_ref()?;
+            // Killed at the limit while answering: the answer does not count (the kernel would
+            // have killed the process before it was sent).
+            if st.runtime.oom_killed {
+                return Some(RuntimeEnd::OutOfMemory);
+            }
             if let Some(r) = &cur.response {
                 return Some(RuntimeEnd::Response(r.clone()));
             }
             if let Some((t, b)) = &cur.error {
                 return Some(RuntimeEnd::Error(t.clone(), b.clone()));
-            }
-            if st.runtime.oom_killed {
-                return Some(RuntimeEnd::OutOfMemory);
             }
             if st.runtime.exit.is_some() {
                 return Some(RuntimeEnd::ExitError);
@@ -111,6 +113,7 @@ pub async fn invoke(
         .unwrap_or(RuntimeEnd::Timeout),
     };
     let runtime_duration = t0.elapsed();
+    let end = over_limit_at_answer(shared, end);
     if matches!(end, RuntimeEnd::Timeout) {
         if let Some(pid) = shared.lock().runtime.pid {
             process::signal(pid, libc::SIGKILL);
@@ -255,6 +258,40 @@ pub async fn invoke(
         runtime_duration: Some(runtime_duration),
         reset,
     })
+}
+
+/// The memory as the runtime answers: a process over the limit then was over it during the
+/// invocation, which a cgroup ends with an OOM kill. Between two 10 ms samples a short
+/// invocation can grow past the limit and answer; without this check the kill would land while
+/// idle, and the next invocation would silently start a new environment instead of failing.
+fn over_limit_at_answer(shared: &SharedRef, end: RuntimeEnd) -> RuntimeEnd {
+    if !matches!(end, RuntimeEnd::Response(_) | RuntimeEnd::Error(..)) {
+        return end;
+    }
+    let limit = u64::from(shared.config.memory_mb) * MIB;
+    let total = shared.sample_memory();
+    if total <= limit {
+        return end;
+    }
+    let pid = {
+        let mut st = shared.lock();
+        match (st.runtime.pid, st.runtime.oom_killed) {
+            (Some(pid), false) => {
+                st.runtime.oom_killed = true;
+                Some(pid)
+            }
+            _ => None,
+        }
+    };
+    if let Some(pid) = pid {
+        tracing::warn!(
+            total_mb = total / MIB,
+            limit_mb = limit / MIB,
+            "memory limit exceeded by the invocation: killing the runtime"
+        );
+        process::signal(pid, libc::SIGKILL);
+    }
+    RuntimeEnd::OutOfMemory
 }
 
 fn parse_body(b: &[u8]) -> Value {
