@@ -16,9 +16,10 @@ use crate::config::{Config, SinkKind};
 use crate::epoch_ms;
 use crate::flush::FlushPolicy;
 use crate::invocation::{InvocationProfile, Join, JoinConfig, SourceEvent};
-use crate::lifecycle::{ExtensionClient, LifecycleError, NextEvent, Subscription};
+use crate::lifecycle::{Events, ExtensionClient, LifecycleError, NextEvent, Subscription};
 use crate::metrics::{self, Dimensions};
-use crate::sinks::{self, cloudwatch::CloudWatchSink, Command, Sink};
+use crate::presence::{Change, DecoratorPresence};
+use crate::sinks::{self, cloudwatch::CloudWatchSink, Command, Destination, Sink, SinkSettings};
 use crate::sources::limits::Limits;
 use crate::sources::{intake, telemetry};
 use crate::stats::{Counters, RateLimiter};
@@ -62,6 +63,13 @@ struct Agent {
     runtime_pid: Option<u32>,
     /// Leak, out-of-memory and right-size rules over the completed profiles.
     analysis: EnvironmentAnalysis,
+    /// Whether an `end` flush waits for the decorator's record.
+    presence: DecoratorPresence,
+    /// Where the sink publishes; the decorator's own arguments may change it once.
+    destination: Destination,
+    function_version: String,
+    /// The decorator settings applied (the first hello that carried any).
+    decorator_sink: Option<SinkSettings>,
 }
 
 /// Runs the extension until SHUTDOWN; returns when everything is flushed (or the deadline came).
@@ -69,15 +77,21 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API").context("AWS_LAMBDA_RUNTIME_API not set")?;
     let mut client = ExtensionClient::new(&api);
     let name = extension_name();
+    if cfg.disabled {
+        return crate::disabled::run(client, &name).await;
+    }
     // Finding the telemetry listener's address may need a DNS lookup (when /etc/hosts does not
     // name sandbox.localdomain): run it while registering, not after, since init time is cold
     // start time.
     let telemetry_listener = tokio::spawn(telemetry::bind());
-    let reg = register_with_retry(&mut client, &name).await?;
+    // The intake is bound before registering: Lambda starts the runtime once every extension
+    // registered, and the decorator says hello while the handler's module is imported.
+    let intake = intake::bind(cfg.intake_port).await;
+    let reg = register_with_retry(&mut client, &name, Events::InvokeAndShutdown).await?;
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL);
     let current_invocations = Arc::new(intake::CurrentInvocations::default());
-    match intake::bind(cfg.intake_port).await {
+    match intake {
         Ok((sock, granted)) => {
             if granted < intake::RECEIVE_BUFFER {
                 tracing::info!(
@@ -111,17 +125,22 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| reg.function_name.clone());
-    let dims = Dimensions::new(cfg.dimensions, &function_name, &reg.function_version);
+    let destination = Destination {
+        namespace: cfg.namespace.clone(),
+        dims: Dimensions::new(cfg.dimensions, &function_name, &reg.function_version),
+        storage_resolution: cfg.storage_resolution,
+    };
+    let to = destination.clone();
     let sink = match cfg.sink {
         SinkKind::CloudWatch => Sink::CloudWatch(CloudWatchSink::new(
-            cfg.namespace.clone(),
-            dims,
-            cfg.storage_resolution,
+            to.namespace,
+            to.dims,
+            to.storage_resolution,
         )),
         SinkKind::Emf => Sink::Emf {
-            namespace: cfg.namespace.clone(),
-            dims,
-            storage_resolution: cfg.storage_resolution,
+            namespace: to.namespace,
+            dims: to.dims,
+            storage_resolution: to.storage_resolution,
         },
     };
     let (sink_tx, sink_rx) = mpsc::channel(256);
@@ -162,18 +181,24 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
         evicted_seen: 0,
         untrusted_seen: 0,
         runtime_pid: None,
+        presence: DecoratorPresence::default(),
+        destination,
+        function_version: reg.function_version,
+        decorator_sink: None,
     };
     agent.event_loop(client, &mut rx).await;
     Ok(())
 }
 
-async fn register_with_retry(
+/// Registers, trying three times (a refused first attempt must not fail the function).
+pub async fn register_with_retry(
     client: &mut ExtensionClient,
     name: &str,
+    events: Events,
 ) -> anyhow::Result<crate::lifecycle::Registration> {
     let mut last = None;
     for attempt in 0..3u64 {
-        match client.register(name).await {
+        match client.register(name, events).await {
             Ok(r) => return Ok(r),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "register failed");
@@ -260,7 +285,19 @@ impl Agent {
                             let done = self.join.on_invoke(&request_id, now, epoch_ms());
                             self.publish(done).await;
                             self.policy.on_invoke(now);
-                            if self.policy.flush_at_end(now) {
+                            if let Some(Change::WentSilent) = self.presence.on_invoke() {
+                                tracing::info!(
+                                    invocations = crate::presence::SILENT_INVOCATIONS,
+                                    "no decorator record for these invocations: not waiting for one until a record arrives"
+                                );
+                            }
+                            if self.policy.flush_at_end(now) && !self.presence.expect_record() {
+                                // No record will come: nothing this invocation produces can be
+                                // sent before `/next` (its report follows `/next`), so what is
+                                // complete goes out now, without holding the invocation.
+                                let _ = self.sink_tx.try_send(Command::Flush(None));
+                                next = Some(arm(&client));
+                            } else if self.policy.flush_at_end(now) {
                                 // Give up waiting 50 ms before the function's own deadline.
                                 let left = deadline_ms.saturating_sub(epoch_ms() + 50);
                                 let d = tokio::time::Instant::now() + Duration::from_millis(left);
@@ -324,14 +361,10 @@ impl Agent {
         }
     }
 
-    /// The runtime finished the invocation (or nothing could tell us, so do not wait).
+    /// The runtime finished the invocation (its record or `runtimeDone` arrived, or its process
+    /// is gone), or the decorator went silent meanwhile: stop waiting.
     fn end_of_invoke_seen(&self, request_id: &str) -> bool {
-        // Telemetry counts as a signal only once it delivered something: a subscription that
-        // was accepted but stays silent must not hold every invocation until its deadline.
-        let telemetry_live = self.join.telemetry_active()
-            && self.counters.telemetry_received.load(Ordering::Relaxed) > 0;
-        let has_signal = telemetry_live || self.join.decorator_seen();
-        !has_signal || self.join.finished(request_id) || self.runtime_gone()
+        !self.presence.expect_record() || self.join.finished(request_id) || self.runtime_gone()
     }
 
     /// One event from a source: its impossible figures dropped (counted), then joined.
@@ -341,14 +374,79 @@ impl Agent {
             Counters::add(&self.counters.values_out_of_range, cut);
         }
         self.note_runtime_pid(&ev);
+        match &ev {
+            SourceEvent::Decorator { .. } => {
+                if let Some(Change::CameBack) = self.presence.on_record() {
+                    tracing::info!("decorator records again: waiting for them");
+                }
+            }
+            SourceEvent::DecoratorHello { sink, .. } => {
+                self.presence.on_hello();
+                if let Some(s) = sink {
+                    self.take_decorator_sink(s.clone());
+                }
+            }
+            SourceEvent::Telemetry(_) => {}
+        }
         self.join.on_event(ev, Instant::now(), epoch_ms())
+    }
+
+    /// The decorator's own sink arguments, from its hello: the first that asks for anything is
+    /// applied (the decorator's argument wins over `LMP_*`, as in the decorator); a later hello
+    /// asking for something else is logged once and ignored.
+    fn take_decorator_sink(&mut self, s: SinkSettings) {
+        if !s.rejected.is_empty() {
+            tracing::warn!(rejected = ?s.rejected, "decorator sink arguments ignored; keeping the extension's values");
+        }
+        if s.is_empty() {
+            return;
+        }
+        match &self.decorator_sink {
+            None => {}
+            Some(applied)
+                if applied.namespace == s.namespace
+                    && applied.function_version == s.function_version
+                    && applied.storage_resolution == s.storage_resolution =>
+            {
+                return
+            }
+            Some(_) => {
+                tracing::warn!(asked = ?s, kept = ?self.destination, "another decorated handler asks for other sink settings; keeping the first");
+                return;
+            }
+        }
+        let mut to = self.destination.clone();
+        if let Some(ns) = &s.namespace {
+            to.namespace = ns.clone();
+        }
+        if let Some(v) = s.function_version {
+            let set = crate::config::DimensionSet {
+                function_version: v,
+            };
+            to.dims = Dimensions::new(set, &self.function_name, &self.function_version);
+        }
+        if let Some(r) = s.storage_resolution {
+            to.storage_resolution = r;
+        }
+        if self
+            .sink_tx
+            .try_send(Command::Retarget(to.clone()))
+            .is_err()
+        {
+            // The sink's queue is full: the next hello (one per decorated handler) tries again.
+            tracing::warn!("sink busy: the decorator's sink settings are not applied yet");
+            return;
+        }
+        tracing::info!(namespace = %to.namespace, dimensions = ?to.dims.0, storage_resolution = to.storage_resolution, "sink settings from the decorator's arguments");
+        self.destination = to;
+        self.decorator_sink = Some(s);
     }
 
     fn note_runtime_pid(&mut self, ev: &SourceEvent) {
         // A record's pid counts once it joined an invocation (see `publish`): anything can
         // send a datagram with an invented one.
         let pid = match ev {
-            SourceEvent::DecoratorHello { pid } => *pid,
+            SourceEvent::DecoratorHello { pid, .. } => *pid,
             SourceEvent::Decorator { .. } | SourceEvent::Telemetry(_) => None,
         };
         if pid.is_some() {

@@ -34,6 +34,10 @@ pub struct DimensionSet {
 /// The whole configuration. Field docs are the user documentation (docs/extension.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// `LMP_DISABLE`: `true` turns the extension into a do-nothing one (it registers for
+    /// SHUTDOWN only and exits cleanly there) and the decorator into a pass-through: one switch
+    /// for both. Default `false`.
+    pub disabled: bool,
     /// `LMP_NAMESPACE`: CloudWatch namespace. Default `LambdaMemoryProfiler`.
     pub namespace: String,
     /// `LMP_SINK`: `cloudwatch` (default) or `emf`.
@@ -79,6 +83,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            disabled: false,
             namespace: "LambdaMemoryProfiler".to_string(),
             sink: SinkKind::CloudWatch,
             flush: FlushMode::Adaptive,
@@ -104,14 +109,16 @@ pub struct ConfigWarning {
     pub var: &'static str,
     pub value: String,
     pub reason: String,
+    /// The default used instead, as the variable would spell it.
+    pub default: String,
 }
 
 impl std::fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}={:?} ignored ({}); using the default",
-            self.var, self.value, self.reason
+            "{}={:?} ignored ({}); using the default {}",
+            self.var, self.value, self.reason, self.default
         )
     }
 }
@@ -137,17 +144,18 @@ impl Config {
                         var,
                         value: raw.clone(),
                         reason,
+                        default: default_text(var),
                     });
                 }
             }
         };
 
+        apply("LMP_DISABLE", &mut |v| {
+            c.disabled = parse_bool(v)?;
+            Ok(())
+        });
         apply("LMP_NAMESPACE", &mut |v| {
-            // CloudWatch: 1..=255 chars, no leading colon, ASCII.
-            if v.len() > 255 || v.starts_with(':') || !v.is_ascii() {
-                return Err("must be 1-255 ASCII characters, not starting with ':'".into());
-            }
-            c.namespace = v.to_string();
+            c.namespace = parse_namespace(v)?;
             Ok(())
         });
         apply("LMP_SINK", &mut |v| {
@@ -167,19 +175,7 @@ impl Config {
             Ok(())
         });
         apply("LMP_DIMENSIONS", &mut |v| {
-            let mut set = DimensionSet::default();
-            let mut has_name = false;
-            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                match part {
-                    "FunctionName" => has_name = true,
-                    "FunctionVersion" => set.function_version = true,
-                    other => return Err(format!("unknown dimension `{other}`")),
-                }
-            }
-            if !has_name {
-                return Err("must include FunctionName".into());
-            }
-            c.dimensions = set;
+            c.dimensions = parse_dimensions(v)?;
             Ok(())
         });
         apply("LMP_MAX_PENDING", &mut |v| {
@@ -199,11 +195,7 @@ impl Config {
             Ok(())
         });
         apply("LMP_STORAGE_RESOLUTION", &mut |v| {
-            c.storage_resolution = match v {
-                "1" => 1,
-                "60" => 60,
-                _ => return Err("expected 1 or 60".into()),
-            };
+            c.storage_resolution = parse_storage_resolution(v)?;
             Ok(())
         });
         apply("LMP_SHUTDOWN_MARGIN_MS", &mut |v| {
@@ -261,6 +253,87 @@ impl Config {
             Ok(())
         });
         (c, warnings)
+    }
+}
+
+/// The default of one variable, spelled as the variable takes it (for the warning about a bad
+/// value: a user reading the log learns what the function runs with).
+fn default_text(var: &str) -> String {
+    let d = Config::default();
+    match var {
+        "LMP_DISABLE" => d.disabled.to_string(),
+        "LMP_NAMESPACE" => d.namespace,
+        "LMP_SINK" => "cloudwatch".into(),
+        "LMP_FLUSH" => "adaptive".into(),
+        "LMP_INTAKE_PORT" => d.intake_port.to_string(),
+        "LMP_DIMENSIONS" => "FunctionName".into(),
+        "LMP_MAX_PENDING" => d.max_pending.to_string(),
+        "LMP_PENDING_TIMEOUT_MS" => d.pending_timeout.as_millis().to_string(),
+        "LMP_BUFFER_MAX" => d.buffer_max.to_string(),
+        "LMP_TELEMETRY_TIMEOUT_MS" => d.telemetry_timeout_ms.to_string(),
+        "LMP_STORAGE_RESOLUTION" => d.storage_resolution.to_string(),
+        "LMP_SHUTDOWN_MARGIN_MS" => d.shutdown_margin.as_millis().to_string(),
+        "LMP_END_FLUSH_BUDGET_MS" => d.end_flush_budget.as_millis().to_string(),
+        "LMP_LOG_LEVEL" => d.log_level.to_string().to_ascii_lowercase(),
+        "LMP_LEAK_WINDOW" => d.leak.window.to_string(),
+        "LMP_LEAK_WARMUP" => d.leak.warmup.to_string(),
+        "LMP_LEAK_MIN_POINTS" => d.leak.min_points.to_string(),
+        "LMP_LEAK_MIN_HEAP_BYTES" => d.leak.min_growth_bytes.to_string(),
+        "LMP_LEAK_MAX_P" => d.leak.max_p_value.to_string(),
+        "LMP_LEAK_CONFIRM" => d.leak.confirm.to_string(),
+        "LMP_LEAK_SIGNAL" => if d.leak.judge_python_heap {
+            "heap"
+        } else {
+            "resident"
+        }
+        .into(),
+        "LMP_HEADROOM" => d.rightsize.headroom.to_string(),
+        "LMP_PRICE_PER_GB_SECOND" => d.rightsize.price_per_gb_second.to_string(),
+        _ => "(none)".into(),
+    }
+}
+
+/// A CloudWatch namespace: 1-255 ASCII characters, no leading colon.
+pub fn parse_namespace(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 255 || v.starts_with(':') || !v.is_ascii() {
+        return Err("must be 1-255 ASCII characters, not starting with ':'".into());
+    }
+    Ok(v.to_string())
+}
+
+/// `FunctionName` or `FunctionName,FunctionVersion` (any order, blanks ignored).
+pub fn parse_dimensions(v: &str) -> Result<DimensionSet, String> {
+    let mut set = DimensionSet::default();
+    let mut has_name = false;
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "FunctionName" => has_name = true,
+            "FunctionVersion" => set.function_version = true,
+            other => return Err(format!("unknown dimension `{other}`")),
+        }
+    }
+    if !has_name {
+        return Err("must include FunctionName".into());
+    }
+    Ok(set)
+}
+
+/// CloudWatch storage resolution in seconds: 1 or 60.
+pub fn parse_storage_resolution(v: &str) -> Result<u8, String> {
+    match v {
+        "1" => Ok(1),
+        "60" => Ok(60),
+        _ => Err("expected 1 or 60".into()),
+    }
+}
+
+/// The decorator's spelling of a boolean (`_config._parse_bool`), so one variable means the same
+/// to both.
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true/false".into()),
     }
 }
 
@@ -383,10 +456,11 @@ mod tests {
             ("LMP_LEAK_WINDOW", "2"),
             ("LMP_HEADROOM", "NaN"),
             ("LMP_LEAK_MAX_P", "0.9"),
+            ("LMP_DISABLE", "maybe"),
         ]);
         assert_eq!(c, Config::default());
         let vars: Vec<&str> = w.iter().map(|w| w.var).collect();
-        assert_eq!(vars.len(), 12, "{w:?}");
+        assert_eq!(vars.len(), 13, "{w:?}");
         for v in [
             "LMP_SINK",
             "LMP_FLUSH",
@@ -402,6 +476,65 @@ mod tests {
         }
         let port = w.iter().find(|w| w.var == "LMP_INTAKE_PORT").unwrap();
         assert!(port.to_string().contains("out of range"), "{port}");
+        assert!(
+            port.to_string().ends_with("using the default 4243"),
+            "{port}"
+        );
+    }
+
+    #[test]
+    fn the_default_a_warning_names_is_the_default_in_use() {
+        // Every variable, given a value no parser takes: the default each warning names, set
+        // as the variable, is taken without a warning and gives the default configuration.
+        let vars = [
+            "LMP_DISABLE",
+            "LMP_NAMESPACE",
+            "LMP_SINK",
+            "LMP_FLUSH",
+            "LMP_INTAKE_PORT",
+            "LMP_DIMENSIONS",
+            "LMP_MAX_PENDING",
+            "LMP_PENDING_TIMEOUT_MS",
+            "LMP_BUFFER_MAX",
+            "LMP_TELEMETRY_TIMEOUT_MS",
+            "LMP_STORAGE_RESOLUTION",
+            "LMP_SHUTDOWN_MARGIN_MS",
+            "LMP_END_FLUSH_BUDGET_MS",
+            "LMP_LOG_LEVEL",
+            "LMP_LEAK_WINDOW",
+            "LMP_LEAK_WARMUP",
+            "LMP_LEAK_MIN_POINTS",
+            "LMP_LEAK_MIN_HEAP_BYTES",
+            "LMP_LEAK_MAX_P",
+            "LMP_LEAK_CONFIRM",
+            "LMP_LEAK_SIGNAL",
+            "LMP_HEADROOM",
+            "LMP_PRICE_PER_GB_SECOND",
+        ];
+        let bad: Vec<(&str, &str)> = vars.iter().map(|v| (*v, ":\u{e9}-not-a-value")).collect();
+        let (_, warnings) = parse(&bad);
+        assert_eq!(warnings.len(), vars.len(), "{warnings:?}");
+        let defaults: Vec<(&str, &str)> = warnings
+            .iter()
+            .map(|w| (w.var, w.default.as_str()))
+            .collect();
+        let (c, again) = parse(&defaults);
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn disable_takes_the_decorators_booleans() {
+        for (v, want) in [
+            ("true", true),
+            ("1", true),
+            ("on", true),
+            ("False", false),
+            ("no", false),
+        ] {
+            let (c, w) = parse(&[("LMP_DISABLE", v)]);
+            assert_eq!((c.disabled, w.len()), (want, 0), "{v}");
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum SourceEvent {
     /// The decorator announced itself: from now on its record is expected for every invocation.
     DecoratorHello {
         pid: Option<u32>,
+        /// The sink arguments given to `@memory_profile` in code, if any.
+        sink: Option<crate::sinks::SinkSettings>,
     },
 }
 
@@ -441,7 +443,14 @@ mod tests {
         let mut j = Join::new(cfg(8));
         assert!(j.on_invoke("a", t, 1000).is_empty());
         assert!(j
-            .on_event(SourceEvent::DecoratorHello { pid: None }, t, 1000)
+            .on_event(
+                SourceEvent::DecoratorHello {
+                    pid: None,
+                    sink: None
+                },
+                t,
+                1000
+            )
             .is_empty());
         assert!(
             j.on_event(record("a"), t, 1000).is_empty(),
@@ -494,7 +503,14 @@ mod tests {
         let t0 = Instant::now();
         let late = t0 + Duration::from_secs(600);
         let mut j = Join::new(cfg(8));
-        j.on_event(SourceEvent::DecoratorHello { pid: None }, t0, 0);
+        j.on_event(
+            SourceEvent::DecoratorHello {
+                pid: None,
+                sink: None,
+            },
+            t0,
+            0,
+        );
         j.on_invoke("a", t0, 0);
         // The record for "a" was lost; its report arrives during "b".
         j.on_invoke("b", late, 0);
@@ -538,7 +554,14 @@ mod tests {
     fn full_table_evicts_the_oldest_as_partial() {
         let t = Instant::now();
         let mut j = Join::new(cfg(2));
-        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
+        j.on_event(
+            SourceEvent::DecoratorHello {
+                pid: None,
+                sink: None,
+            },
+            t,
+            0,
+        );
         j.on_invoke("a", t, 0);
         j.on_event(record("a"), t, 0);
         j.on_invoke("b", t, 0);
@@ -555,7 +578,14 @@ mod tests {
     fn records_no_invoke_named_are_never_published_nor_push_real_ones_out() {
         let t = Instant::now();
         let mut j = Join::new(cfg(4));
-        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
+        j.on_event(
+            SourceEvent::DecoratorHello {
+                pid: None,
+                sink: None,
+            },
+            t,
+            0,
+        );
         let mut out = j.on_invoke("real-1", t, 0);
         for k in 0..1000 {
             out.extend(j.on_event(record(&format!("fake-{k}")), t, 0));
@@ -580,7 +610,14 @@ mod tests {
     fn a_record_that_overtakes_its_invoke_is_joined() {
         let t = Instant::now();
         let mut j = Join::new(cfg(4));
-        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
+        j.on_event(
+            SourceEvent::DecoratorHello {
+                pid: None,
+                sink: None,
+            },
+            t,
+            0,
+        );
         assert!(j.on_event(record("a"), t, 0).is_empty());
         assert!(j.on_event(report("a"), t, 0).is_empty());
         let out = j.on_invoke("a", t, 0);
@@ -593,7 +630,14 @@ mod tests {
     fn drain_flags_incomplete_and_discards_empty() {
         let t = Instant::now();
         let mut j = Join::new(cfg(8));
-        j.on_event(SourceEvent::DecoratorHello { pid: None }, t, 0);
+        j.on_event(
+            SourceEvent::DecoratorHello {
+                pid: None,
+                sink: None,
+            },
+            t,
+            0,
+        );
         j.on_invoke("a", t, 0);
         j.on_event(record("a"), t, 0);
         j.on_invoke("b", t, 0); // nothing ever arrived for b

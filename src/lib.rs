@@ -7,10 +7,12 @@
 pub mod agent;
 pub mod analysis;
 pub mod config;
+pub mod disabled;
 pub mod flush;
 pub mod invocation;
 pub mod lifecycle;
 pub mod metrics;
+pub mod presence;
 pub mod sinks;
 pub mod sources;
 pub mod stats;

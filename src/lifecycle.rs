@@ -102,6 +102,15 @@ pub fn subscribe_body(uri: &str, timeout_ms: u32) -> Value {
     })
 }
 
+/// The lifecycle events an extension registers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// Every invocation and the end: the profiler.
+    InvokeAndShutdown,
+    /// The end only (`LMP_DISABLE`): Lambda never waits on the extension during invocations.
+    ShutdownOnly,
+}
+
 /// The client; cheap to clone.
 #[derive(Clone)]
 pub struct ExtensionClient {
@@ -155,9 +164,16 @@ impl ExtensionClient {
         Ok((status, headers, body))
     }
 
-    /// `POST /register` for INVOKE and SHUTDOWN under `name` (the executable's file name).
-    pub async fn register(&mut self, name: &str) -> Result<Registration, LifecycleError> {
-        let body = Bytes::from_static(br#"{"events":["INVOKE","SHUTDOWN"]}"#);
+    /// `POST /register` for `events` under `name` (the executable's file name).
+    pub async fn register(
+        &mut self,
+        name: &str,
+        events: Events,
+    ) -> Result<Registration, LifecycleError> {
+        let body = Bytes::from_static(match events {
+            Events::InvokeAndShutdown => br#"{"events":["INVOKE","SHUTDOWN"]}"#,
+            Events::ShutdownOnly => br#"{"events":["SHUTDOWN"]}"#,
+        });
         let (status, headers, body) = self
             .call(
                 Method::POST,

@@ -248,6 +248,13 @@ impl CloudWatchSink {
         }
     }
 
+    /// Publishes under `to` from now on (values already buffered included).
+    pub fn retarget(&mut self, to: super::Destination) {
+        self.namespace = to.namespace;
+        self.dims = to.dims;
+        self.storage_resolution = to.storage_resolution;
+    }
+
     /// A sink with a ready client (tests).
     pub fn with_client(mut self, client: Client) -> Self {
         self.client = Some(client);

@@ -65,11 +65,61 @@ pub enum Sink {
     },
 }
 
+impl Sink {
+    /// Publishes under `to` from now on.
+    pub fn retarget(&mut self, to: Destination) {
+        match self {
+            Sink::CloudWatch(cw) => cw.retarget(to),
+            Sink::Emf {
+                namespace,
+                dims,
+                storage_resolution,
+            } => {
+                *namespace = to.namespace;
+                *dims = to.dims;
+                *storage_resolution = to.storage_resolution;
+            }
+        }
+    }
+}
+
+/// What the decorator's own arguments (`@memory_profile(namespace=..., dimensions=...,
+/// storage_resolution=...)`) ask of the sink, carried in its `hello`. A field left `None` keeps
+/// the extension's `LMP_*` value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SinkSettings {
+    pub namespace: Option<String>,
+    /// `Some(true)`: `FunctionName,FunctionVersion`; `Some(false)`: `FunctionName`.
+    pub function_version: Option<bool>,
+    pub storage_resolution: Option<u8>,
+    /// Fields no rule takes, as `field="value" (reason)`: logged, never applied.
+    pub rejected: Vec<String>,
+}
+
+impl SinkSettings {
+    /// True when it asks for nothing (every field absent or rejected).
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_none()
+            && self.function_version.is_none()
+            && self.storage_resolution.is_none()
+    }
+}
+
+/// Where the sink publishes: namespace, dimensions and storage resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub namespace: String,
+    pub dims: Dimensions,
+    pub storage_resolution: u8,
+}
+
 /// Commands for the sink worker.
 pub enum Command {
     Data(Vec<Datum>),
     /// Send everything buffered; the sender (if any) is told when done.
     Flush(Option<oneshot::Sender<()>>),
+    /// Publish from now on (buffered values included) under another destination.
+    Retarget(Destination),
 }
 
 /// Buffer fill (in values) at which the worker flushes on its own.
@@ -97,6 +147,7 @@ pub async fn worker(
                     flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;
                 }
             }
+            Command::Retarget(to) => sink.retarget(to),
             Command::Flush(ack) => {
                 let mut acks: Vec<oneshot::Sender<()>> = ack.into_iter().collect();
                 while let Ok(more) = rx.try_recv() {
@@ -105,6 +156,7 @@ pub async fn worker(
                             take_data(&mut buf, d, buffer_max, &counters, &mut warn)
                         }
                         Command::Flush(a) => acks.extend(a),
+                        Command::Retarget(to) => sink.retarget(to),
                     }
                 }
                 flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;

@@ -8,7 +8,9 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::config;
 use crate::invocation::SourceEvent;
+use crate::sinks::SinkSettings;
 use crate::sources::procfs;
 use crate::stats::{Counters, RateLimiter};
 
@@ -159,6 +161,8 @@ pub enum IntakeRecord {
     Hello {
         pid: Option<u32>,
         runtime: Option<String>,
+        /// The decorator's explicit sink arguments; values no parser takes are in `rejected`.
+        sink: Option<SinkSettings>,
     },
     Invocation(Box<DecoratorRecord>),
 }
@@ -183,7 +187,40 @@ pub enum IntakeError {
 struct HelloBody {
     pid: Option<u32>,
     runtime: Option<String>,
+    #[serde(default)]
+    sink: Option<serde_json::Value>,
 }
+
+/// The `sink` object of a hello: each field checked by the rule of its `LMP_*` variable; a field
+/// that fails is left out and named in `rejected` (the extension keeps its own value for it).
+fn sink_settings(v: &serde_json::Value) -> Option<SinkSettings> {
+    let obj = v.as_object()?;
+    let mut out = SinkSettings::default();
+    for (field, value) in obj {
+        let raw = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let checked = match field.as_str() {
+            "namespace" => config::parse_namespace(raw.trim()).map(|n| out.namespace = Some(n)),
+            "dimensions" => config::parse_dimensions(&raw)
+                .map(|d| out.function_version = Some(d.function_version)),
+            "storage_resolution" => config::parse_storage_resolution(raw.trim())
+                .map(|r| out.storage_resolution = Some(r)),
+            _ => Err("not a sink setting".to_string()),
+        };
+        if let Err(reason) = checked {
+            if out.rejected.len() < MAX_REJECTED_SETTINGS {
+                let shown: String = raw.chars().take(80).collect();
+                out.rejected.push(format!("{field}={shown:?} ({reason})"));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Rejected fields of one hello named in its warning (a hello is one datagram: a handful).
+const MAX_REJECTED_SETTINGS: usize = 8;
 
 /// Parses one datagram into a typed record.
 pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
@@ -218,6 +255,7 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
             Ok(IntakeRecord::Hello {
                 pid: h.pid,
                 runtime: h.runtime,
+                sink: h.sink.as_ref().and_then(sink_settings),
             })
         }
         "invocation" => {
@@ -310,10 +348,10 @@ pub async fn run(
         };
         let datagram = buf.get(..n).unwrap_or(&[]);
         let event = match parse_datagram(datagram) {
-            Ok(IntakeRecord::Hello { pid, runtime }) => {
+            Ok(IntakeRecord::Hello { pid, runtime, sink }) => {
                 Counters::incr(&counters.intake_received);
-                tracing::debug!(?pid, ?runtime, "decorator hello");
-                SourceEvent::DecoratorHello { pid }
+                tracing::debug!(?pid, ?runtime, ?sink, "decorator hello");
+                SourceEvent::DecoratorHello { pid, sink }
             }
             Ok(IntakeRecord::Invocation(record)) => {
                 Counters::incr(&counters.intake_received);
@@ -399,9 +437,41 @@ mod tests {
             r,
             IntakeRecord::Hello {
                 pid: Some(8),
-                runtime: Some("python3.11".into())
+                runtime: Some("python3.11".into()),
+                sink: None,
             }
         );
+    }
+
+    #[test]
+    fn a_hellos_sink_arguments_are_checked_field_by_field() {
+        let hello = |sink: &str| -> Option<SinkSettings> {
+            let text = format!(r#"{{"v":2,"kind":"hello","pid":8,"sink":{sink}}}"#);
+            match parse_datagram(text.as_bytes()) {
+                Ok(IntakeRecord::Hello { sink, .. }) => sink,
+                other => panic!("{other:?}"),
+            }
+        };
+        let all = hello(
+            r#"{"namespace":"Team/Mem","dimensions":"FunctionName,FunctionVersion","storage_resolution":1}"#,
+        )
+        .unwrap();
+        assert_eq!(all.namespace.as_deref(), Some("Team/Mem"));
+        assert_eq!(all.function_version, Some(true));
+        assert_eq!(all.storage_resolution, Some(1));
+        assert!(all.rejected.is_empty());
+        // Each bad field is named and left out; the good ones stay.
+        let some = hello(
+            r#"{"namespace":":bad","dimensions":"FunctionName","storage_resolution":5,"color":"red"}"#,
+        )
+        .unwrap();
+        assert_eq!(some.namespace, None);
+        assert_eq!(some.function_version, Some(false));
+        assert_eq!(some.storage_resolution, None);
+        assert_eq!(some.rejected.len(), 3, "{:?}", some.rejected);
+        assert!(some.rejected.iter().any(|r| r.starts_with("namespace=")));
+        assert!(hello(r#""not an object""#).is_none());
+        assert!(hello("{}").unwrap().is_empty());
     }
 
     #[test]

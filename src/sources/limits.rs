@@ -67,7 +67,7 @@ impl Limits {
                     self.proc_memory(m, &mut dropped);
                 }
             }
-            SourceEvent::DecoratorHello { pid } => {
+            SourceEvent::DecoratorHello { pid, .. } => {
                 keep(pid, |p| (1..=MAX_PID).contains(p), &mut dropped);
             }
             SourceEvent::Telemetry(TelemetryEvent::Report(r)) => self.report(r, &mut dropped),

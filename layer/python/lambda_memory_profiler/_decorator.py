@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar, overload
 from . import _heap, _probes
 from ._config import Options, resolve
 from ._handoff import Sender, sender_for
-from ._record import deliver, request_id
+from ._record import AGENT, RUNTIME, deliver, request_id
 from ._sampling import Sampler
 from ._trace import TraceSession
 
@@ -60,10 +60,19 @@ def stats() -> dict[str, int]:
 class _Profiler:
     """Measurement state of one decorated function."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, sink: dict[str, object] | None = None) -> None:
         self.opts = opts
         self.sampler = Sampler(opts)
         self.sender: Sender | None = None
+        try:
+            # Hello now, while the handler's module is imported (init): the extension then
+            # knows before the first invocation that a record will come for each one, and
+            # takes the sink arguments given here (docs/protocol.md).
+            self.sender = sender_for(opts.intake_port)
+            if sink or not self.sender.hello_sent:
+                self.sender.hello(RUNTIME, AGENT, sink)
+        except Exception:
+            _PROCESS.errors += 1
         # The process's native heap sampler, started now (before the first invocation, so
         # what the handler's module keeps from its import is in the estimate); None without it
         # or with native=False (a function can opt out even when another one started it).
@@ -191,10 +200,10 @@ def _finish(
     )
 
 
-def _wrap(fn: F, opts: Options) -> F:
+def _wrap(fn: F, opts: Options, sink: dict[str, object] | None = None) -> F:
     if opts.disable:
         return fn
-    prof = _Profiler(opts)
+    prof = _Profiler(opts, sink)
     _probes.install_gc_callback()
 
     # The handler is called within the first few instructions of this function, what comes
@@ -299,9 +308,18 @@ def memory_profile(
     }
 
     opts = resolve(overrides)  # now: a bad option fails where it is written
+    # The sink arguments written here configure the extension too (carried in the hello);
+    # those left out keep the extension's own LMP_* values.
+    sink: dict[str, object] = {}
+    if namespace is not None:
+        sink["namespace"] = opts.namespace
+    if dimensions is not None:
+        sink["dimensions"] = ",".join(opts.dimensions)
+    if storage_resolution is not None:
+        sink["storage_resolution"] = opts.storage_resolution
 
     def decorate(f: F) -> F:
-        return _wrap(f, opts)
+        return _wrap(f, opts, sink or None)
 
     if fn is not None:
         if not callable(fn):

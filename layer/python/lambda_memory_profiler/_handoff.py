@@ -257,15 +257,19 @@ class Sender:
             self.dropped += 1
             return False
 
-    def hello(self, runtime: str, agent: str) -> None:
+    def hello(self, runtime: str, agent: str, sink: dict[str, object] | None = None) -> None:
+        """Announces the decorator (once per process and port, and again for each handler
+        decorated with sink arguments, which the extension applies)."""
         self.hello_sent = True
-        rec = {
+        rec: dict[str, object] = {
             "v": PROTOCOL_VERSION,
             "kind": "hello",
             "pid": os.getpid(),
             "runtime": runtime,
             "agent": agent,
         }
+        if sink:
+            rec["sink"] = sink
         self._send_bytes(_dumps(rec))
 
     def try_send(self, data: bytes) -> bool:
