@@ -2,11 +2,13 @@
 //!
 //! Lambda says `Runtime.OutOfMemory` when it notices, and Python says `MemoryError`. Beyond those,
 //! the platform's `maxMemoryUsedMB` is the environment's high-water mark: it never comes down, so
-//! "the mark is at the limit" is true of every invocation after the one that got there. Only the
-//! invocation during which the mark *reached* the limit counts, and a failure or timeout counts
-//! only when its own peak was at the limit (the decorator's per-invocation RSS peak, or the mark
+//! "the mark is at the limit" is true of every invocation after the one that got there. Only a
+//! failed invocation (error, failure, timeout) during which the mark *reached* the limit counts,
+//! or one whose own peak was at the limit (the decorator's per-invocation RSS peak, or the mark
 //! rising to the limit during it) — an ordinary error in an environment whose mark is high is
-//! not an out-of-memory.
+//! not an out-of-memory. A successful invocation never is: the mark is rounded up to whole MB, so
+//! a success at 255.2 MB of 256 reads "256", and the kill that follows is the out-of-memory
+//! (counting both would count one kill twice). Near the limit is the utilization's business.
 
 use crate::invocation::InvocationProfile;
 
@@ -35,7 +37,8 @@ pub struct OomFacts<'a> {
 pub enum OomCause {
     /// The platform reported `Runtime.OutOfMemory`.
     ReportedOutOfMemory,
-    /// The environment's memory high-water mark reached the configured size during it.
+    /// It failed, and the environment's memory high-water mark reached the configured size
+    /// during it.
     ReachedMemoryLimit,
     /// The invocation timed out or failed with its own peak at the limit.
     FailedAtLimit { utilization: f64 },
@@ -79,18 +82,18 @@ pub fn detect(facts: &OomFacts<'_>, near_limit: f64) -> Option<OomCause> {
     if facts.python_memory_error {
         return Some(OomCause::PythonMemoryError);
     }
+    let failed = facts
+        .status
+        .is_some_and(|s| !s.eq_ignore_ascii_case("success"));
+    if !failed {
+        return None;
+    }
     let size = facts.memory_size_mb.filter(|s| *s > 0.0)?;
     let mark = facts.max_memory_used_mb.filter(|m| m.is_finite());
     // The mark rose during this invocation (or this is the first one the environment reported).
     let mark_rose = mark.filter(|m| facts.previous_mark_mb.is_none_or(|prev| *m > prev));
     if mark_rose.is_some_and(|m| m >= size) {
         return Some(OomCause::ReachedMemoryLimit);
-    }
-    let failed = facts
-        .status
-        .is_some_and(|s| !s.eq_ignore_ascii_case("success"));
-    if !failed {
-        return None;
     }
     let own_peak = match (facts.own_peak_mb, mark_rose) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -165,11 +168,11 @@ mod tests {
     #[test]
     fn reaching_the_limit_counts_once() {
         assert_eq!(
-            detect_default(&facts("success", 128.0, Some(100.0))),
+            detect_default(&facts("error", 128.0, Some(100.0))),
             Some(OomCause::ReachedMemoryLimit)
         );
         assert_eq!(
-            detect_default(&facts("success", 128.0, None)),
+            detect_default(&facts("timeout", 128.0, None)),
             Some(OomCause::ReachedMemoryLimit),
             "the first invocation reported"
         );
@@ -177,6 +180,19 @@ mod tests {
         assert_eq!(detect_default(&facts("success", 128.0, Some(128.0))), None);
         // Nor is an ordinary error in that environment.
         assert_eq!(detect_default(&facts("error", 128.0, Some(128.0))), None);
+    }
+
+    #[test]
+    fn a_success_whose_rounded_mark_reads_the_size_is_not_the_kill_that_follows() {
+        // 127.3 MB reads "128" (whole MB, rounded up): the invocation answered.
+        assert_eq!(detect_default(&facts("success", 128.0, Some(126.0))), None);
+        assert_eq!(detect_default(&facts("success", 128.0, None)), None);
+        // The next one is killed: that one, alone, is the out-of-memory.
+        let killed = OomFacts {
+            error_type: Some("Runtime.OutOfMemory"),
+            ..facts("error", 128.0, Some(128.0))
+        };
+        assert_eq!(detect_default(&killed), Some(OomCause::ReportedOutOfMemory));
     }
 
     #[test]
