@@ -135,7 +135,8 @@ def main() -> None:
         f"{n} invocations each, post-runtime time in ms (runtime response -> the extension's "
         "`/next`), `python bench/undecorated_wait.py`:",
         "",
-        "| function | extension | median | p99 | max | median − floor | p99 − floor | max − floor |",
+        "| function | extension | median | p99 | max "
+        "| median − floor | p99 − floor | max − floor |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, ext, xs, floor in rows:
