@@ -716,16 +716,21 @@ mod tests {
     }
 
     #[test]
-    fn touching_the_limit_once_counts_one_out_of_memory() {
+    fn the_failure_that_reaches_the_limit_counts_one_out_of_memory() {
         let mut a = analysis();
         let mut count = 0;
         for i in 0..30 {
+            // A success touches the limit (its rounded mark reads the size) at 10; the kill
+            // follows at 11; then healthy invocations, and one business error at 20.
             let mark = if i < 10 { 500.0 } else { 1024.0 };
-            // After the limit was touched: healthy invocations, and one business error.
-            let status = if i == 20 { "error" } else { "success" };
-            let f = a.observe(&with_report(profile(i, 7, 0), status, None, mark), "fn");
+            let (status, error) = match i {
+                11 => ("error", Some("Runtime.OutOfMemory")),
+                20 => ("error", None),
+                _ => ("success", None),
+            };
+            let f = a.observe(&with_report(profile(i, 7, 0), status, error, mark), "fn");
             count += u32::from(f.out_of_memory == Some(true));
-            assert_eq!(f.out_of_memory == Some(true), i == 10, "invocation {i}");
+            assert_eq!(f.out_of_memory == Some(true), i == 11, "invocation {i}");
         }
         assert_eq!(count, 1);
     }
