@@ -228,10 +228,10 @@ def dimension_values(config_rs: Path) -> list[str]:
     """Every LMP_DIMENSIONS value the extension accepts: FunctionName (required) plus any subset
     of the other names its parser matches."""
     text = config_rs.read_text()
-    start = text.find('apply("LMP_DIMENSIONS"')
-    end = text.find("apply(", start + 1)
+    start = text.find("pub fn parse_dimensions(")
+    end = text.find("\n}\n", start + 1)
     if start < 0:
-        raise SystemExit(f"check-alarms.py: no LMP_DIMENSIONS parser in {config_rs}")
+        raise SystemExit(f"check-alarms.py: no parse_dimensions in {config_rs}")
     names = re.findall(r'"([A-Za-z]+)"\s*=>', text[start:end])
     if "FunctionName" not in names:
         raise SystemExit(f"check-alarms.py: LMP_DIMENSIONS parser without FunctionName: {names}")

@@ -117,7 +117,11 @@ def test_layer_tells_leaky_and_fixed_twins_apart(opt, example):
             f"{rss[variant][0] / 2**20:.1f} -> {rss[variant][-1] / 2**20:.1f} MiB"
         )
     assert statistics.median(growth["leaky"]) > leak_per_call
-    assert statistics.median(growth["fixed"]) < leak_per_call / 2
+    # Below the heap-growth warning's threshold (template.yaml, 16 KiB): a fixed twin never
+    # alarms. Not near zero: in 60 invocations log_aggregator's fixed twin is still filling its
+    # bounded 2,000-id dedup window (~8 KiB a call, measured 8.0-8.4 KiB), which is real growth.
+    assert statistics.median(growth["fixed"]) < leak_per_call
+    assert statistics.median(growth["leaky"]) > 4 * max(statistics.median(growth["fixed"]), 0)
     # The leak is visible in the process's RSS too, the fix is not.
     leaky_rss_growth = rss["leaky"][-1] - rss["leaky"][0]
     fixed_rss_growth = rss["fixed"][-1] - rss["fixed"][0]
