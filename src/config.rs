@@ -31,9 +31,22 @@ pub struct DimensionSet {
     pub function_version: bool,
 }
 
+/// What Lambda tells every process of the environment, read with the rest of the settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LambdaEnv {
+    /// `AWS_LAMBDA_RUNTIME_API`: `host:port` of the Extensions API.
+    pub runtime_api: Option<String>,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (the registration's name is the fallback).
+    pub function_name: Option<String>,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MB.
+    pub memory_mb: Option<u32>,
+}
+
 /// The whole configuration. Field docs are the user documentation (docs/extension.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The environment Lambda set up (`AWS_LAMBDA_*`), not a setting of ours.
+    pub lambda: LambdaEnv,
     /// `LMP_DISABLE`: `true` turns the extension into a do-nothing one (it registers for
     /// SHUTDOWN only and exits cleanly there) and the decorator into a pass-through: one switch
     /// for both. Default `false`.
@@ -83,6 +96,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            lambda: LambdaEnv::default(),
             disabled: false,
             namespace: "LambdaMemoryProfiler".to_string(),
             sink: SinkKind::CloudWatch,
@@ -132,6 +146,16 @@ impl Config {
     /// Reads settings through `get` (the environment in production, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<ConfigWarning>) {
         let mut c = Config::default();
+        let set = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        c.lambda = LambdaEnv {
+            runtime_api: set("AWS_LAMBDA_RUNTIME_API"),
+            function_name: set("AWS_LAMBDA_FUNCTION_NAME"),
+            memory_mb: set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok()),
+        };
         let mut warnings = Vec::new();
         let mut apply = |var: &'static str, parse: &mut dyn FnMut(&str) -> Result<(), String>| {
             if let Some(raw) = get(var) {
@@ -535,6 +559,24 @@ mod tests {
             let (c, w) = parse(&[("LMP_DISABLE", v)]);
             assert_eq!((c.disabled, w.len()), (want, 0), "{v}");
         }
+    }
+
+    #[test]
+    fn lambdas_own_variables_are_read_through_the_config() {
+        let (c, w) = parse(&[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512"),
+        ]);
+        assert!(w.is_empty());
+        assert_eq!(c.lambda.runtime_api.as_deref(), Some("127.0.0.1:9001"));
+        assert_eq!(c.lambda.function_name.as_deref(), Some("orders"));
+        assert_eq!(c.lambda.memory_mb, Some(512));
+        let (blank, _) = parse(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", " "),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "x"),
+        ]);
+        assert_eq!(blank.lambda, LambdaEnv::default());
     }
 
     #[test]

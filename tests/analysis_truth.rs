@@ -84,7 +84,7 @@ async fn run(
     invocations: usize,
     memory_mb: u32,
 ) -> Option<(Run, std::path::PathBuf)> {
-    let python = common::python()?;
+    let python = common::python();
     let dir = common::temp_dir(tag);
     let mut vars: Vec<(&str, String)> = vec![
         ("LMP_SINK", "emf".into()),
@@ -155,7 +155,7 @@ async fn run(
 
 /// (allocator-sized bytes, requested bytes, RssAnon bytes) per call of the workload.
 fn ground_truth(function_dir: &Path, env: &[(&str, &str)]) -> (f64, f64, f64) {
-    let python = common::python().expect("python");
+    let python = common::python();
     let out = std::process::Command::new(python)
         .arg("-c")
         .arg(TRUTH)

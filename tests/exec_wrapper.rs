@@ -49,7 +49,7 @@ fn function(
     files: &[(&str, &str)],
     handler: &str,
     wrapped: bool,
-) -> (std::path::PathBuf, EmulatorConfig) {
+) -> (common::TempDir, EmulatorConfig) {
     let dir = common::temp_dir(tag);
     let port = common::free_port();
     let mut env = vec![
@@ -115,7 +115,7 @@ fn measured(responses: &[Value]) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecorated_handlers_get_the_decorated_twins_figures() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let all3: Vec<(&str, usize)> = DECORATOR_FIGURES.iter().map(|m| (*m, 3)).collect();
 
     // The decorated twin, no wrapper: the reference.
@@ -176,7 +176,7 @@ async fn undecorated_handlers_get_the_decorated_twins_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decorated_handler_under_the_wrapper_is_measured_once() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let (dir, cfg) = function(
         &py,
         "xw-once",
@@ -245,7 +245,7 @@ type FaultCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_reach_the_runtime_api_as_without_the_wrapper() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let cases: &[FaultCase] = &[
         (
             "import",
@@ -304,7 +304,7 @@ async fn faults_reach_the_runtime_api_as_without_the_wrapper() {
 /// `LMP_BENCH_ENVS` (default 10) environments each; the medians are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrapper_cold_start_cost() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let n: usize = std::env::var("LMP_BENCH_ENVS")
         .ok()
         .and_then(|v| v.parse().ok())

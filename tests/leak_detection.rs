@@ -23,7 +23,7 @@ struct Run {
 }
 
 async fn run_example(example: &str, variant: &str, invocations: usize) -> Option<Run> {
-    let python = common::python()?;
+    let python = common::python();
     let dir = common::temp_dir(&format!("leak-{example}-{variant}"));
     let layer = dir.join("layer");
     std::fs::create_dir_all(&layer).unwrap();

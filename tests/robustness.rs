@@ -79,7 +79,7 @@ async fn invoke_ok(em: &Emulator, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_intake_and_telemetry_is_counted_and_survived() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let dir = common::temp_dir("garbage");
     let port = common::free_port();
     let cfg = common::config(
@@ -142,7 +142,7 @@ async fn garbage_on_intake_and_telemetry_is_counted_and_survived() {
 
 /// Runs 3 invocations with `LMP_FLUSH=end` (so every invocation flushes) against `env`.
 async fn run_against(tag: &str, env: Vec<(&'static str, String)>, expect_log: &str) {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let dir = common::temp_dir(tag);
     let mut env = env;
     env.extend([

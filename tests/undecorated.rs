@@ -106,7 +106,7 @@ fn worst(held: &[Duration]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecorated_python_handler_is_never_held_in_any_flush_mode() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     for flush in ["end", "periodic:1", "adaptive"] {
         let dir = common::temp_dir("undecorated-py");
         let cfg = common::config(py.clone(), &dir, PLAIN, &base_env(flush));
@@ -131,7 +131,7 @@ async fn an_undecorated_python_handler_is_never_held_in_any_flush_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_runtime_is_never_held_in_any_flush_mode() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     if std::process::Command::new("node")
         .arg("--version")
         .output()
@@ -158,7 +158,7 @@ async fn a_node_runtime_is_never_held_in_any_flush_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_without_records_is_waited_for_a_few_invocations_only() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let dir = common::temp_dir("helper-only");
     let cfg = common::config(py, &dir, HELPER_ONLY, &base_env("end"));
     let (held, lines) = run(cfg, 12).await;
@@ -175,7 +175,7 @@ async fn a_hello_without_records_is_waited_for_a_few_invocations_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_the_extension_does_nothing_and_exits_cleanly() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let dir = common::temp_dir("disabled");
     let mut env = base_env("end");
     env.push(("LMP_DISABLE", "true".into()));
@@ -219,7 +219,7 @@ def handler(event, context):
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_decorators_sink_arguments_configure_the_extension() {
-    let Some(py) = common::python() else { return };
+    let py = common::python();
     let dir = common::temp_dir("sink-args");
     let cfg = common::config(py, &dir, WITH_SINK_ARGS, &base_env("end"));
     let (_, lines) = run(cfg, 4).await;

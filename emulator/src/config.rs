@@ -55,6 +55,9 @@ pub struct EmulatorConfig {
     pub sandbox_hosts: bool,
     /// `runtimeVersion` of `platform.initStart`. `None`: `lambda-emulator:<version>`.
     pub runtime_version: Option<String>,
+    /// Answer every Telemetry and Logs API subscription `202 Telemetry.NotSupported`, as
+    /// `sam local` and other local runtimes do: no telemetry reaches any extension.
+    pub telemetry_not_supported: bool,
 }
 
 /// Lambda's log format setting for a function.
@@ -101,6 +104,7 @@ impl Default for EmulatorConfig {
             log_format: LogFormat::Text,
             sandbox_hosts: true,
             runtime_version: None,
+            telemetry_not_supported: false,
         }
     }
 }

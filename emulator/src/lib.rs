@@ -34,6 +34,7 @@ mod sandbox;
 mod server;
 mod state;
 pub mod telemetry;
+pub mod testing;
 mod types;
 
 use std::net::SocketAddr;

@@ -94,6 +94,9 @@ struct RunArgs {
     /// Exit 0 even when init or invocations failed (the outcomes are still printed).
     #[arg(long)]
     allow_failures: bool,
+    /// Answer telemetry and logs subscriptions `202 Telemetry.NotSupported`, like `sam local`.
+    #[arg(long)]
+    telemetry_not_supported: bool,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -165,6 +168,7 @@ async fn run(args: RunArgs) -> Result<u8> {
         echo_output: !args.json,
         log_format: args.log_format,
         sandbox_hosts: !args.no_sandbox_hosts,
+        telemetry_not_supported: args.telemetry_not_supported,
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::start(config).await?;

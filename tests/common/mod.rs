@@ -3,48 +3,20 @@
 
 use lambda_emulator::{EmulatorConfig, OutputSource};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const EXT: &str = "lambda-memory-profiler";
 
-/// The Python with awslambdaric (set by `make rust-test`); `None` skips the test with a note.
-pub fn python() -> Option<PathBuf> {
-    match std::env::var_os("LMP_TEST_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            eprintln!("LMP_TEST_PYTHON not set: skipping (run through `make rust-test`)");
-            None
-        }
-    }
-}
+#[allow(unused_imports)] // not every test uses every helper
+pub use lambda_emulator::testing::{free_port, python, TempDir};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A fresh directory under the target dir, removed by the caller when the test passes.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = repo().join("target").join("it-tmp").join(format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A free port on 127.0.0.1 (UDP and TCP both free at the time of the call).
-pub fn free_port() -> u16 {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// A fresh directory under the target dir, removed when dropped by a passing test.
+pub fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new_in(&repo().join("target").join("it-tmp"), tag)
 }
 
 /// Links the built extension into `<dir>/extensions/` under its extension name.

@@ -15,6 +15,14 @@ use crate::telemetry::{self, Api};
 pub async fn subscribe(shared: SharedRef, req: Request<Incoming>, api: Api) -> Resp {
     let id = header(&req, "Lambda-Extension-Identifier").unwrap_or_default();
     let b = body(req).await;
+    if shared.config.telemetry_not_supported {
+        // What `sam local` answers: accepted (202), and nothing will ever be delivered.
+        let mut resp = Response::new(Full::new(Bytes::from_static(
+            br#"{"errorType":"Telemetry.NotSupported","errorMessage":"Telemetry API is not supported"}"#,
+        )));
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        return resp;
+    }
     let parsed = match api {
         Api::Telemetry => telemetry::parse_subscription(&b),
         Api::Logs => telemetry::parse_logs_subscription(&b),

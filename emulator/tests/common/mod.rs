@@ -4,51 +4,13 @@
 pub mod scripts;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+
 use std::time::Duration;
 
 use lambda_emulator::{EmulatorConfig, TelemetryEvent};
 use serde_json::Value;
 
-/// The Python interpreter with `awslambdaric` (the project venv, set by `make test`).
-pub fn python() -> PathBuf {
-    match std::env::var_os("LMP_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "LMP_TEST_PYTHON is not set: these tests need a Python with awslambdaric. \
-             Run them with `make test` (or `make venv` and LMP_TEST_PYTHON=$PWD/.venv/bin/python)."
-        ),
-    }
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "lambda-emulator-test-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use lambda_emulator::testing::{python, TempDir};
 
 const HANDLER: &str = r#"
 import json
