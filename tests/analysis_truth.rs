@@ -69,6 +69,20 @@ struct Run {
     statuses: Vec<InvokeStatus>,
 }
 
+/// A run's function code directory, read again after the run (ground truth, site lines): it
+/// lives, and is removed, with the run's temporary directory.
+struct FunctionDir {
+    path: std::path::PathBuf,
+    _root: common::TempDir,
+}
+
+impl std::ops::Deref for FunctionDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Run {
     fn of_kind(&self, kind: &str) -> Vec<&Value> {
         self.lines.iter().filter(|l| l["lmp"] == kind).collect()
@@ -83,7 +97,7 @@ async fn run(
     env: &[(&str, &str)],
     invocations: usize,
     memory_mb: u32,
-) -> Option<(Run, std::path::PathBuf)> {
+) -> Option<(Run, FunctionDir)> {
     let python = common::python();
     let dir = common::temp_dir(tag);
     let mut vars: Vec<(&str, String)> = vec![
@@ -149,7 +163,10 @@ async fn run(
             out_of_memory: common::metric_values(&emf, "OutOfMemory"),
             statuses,
         },
-        function_dir,
+        FunctionDir {
+            path: function_dir,
+            _root: dir,
+        },
     ))
 }
 
@@ -408,7 +425,7 @@ async fn leak_is_flagged(
     workload: &str,
     env: &[(&str, &str)],
     native: bool,
-) -> Option<(Value, std::path::PathBuf)> {
+) -> Option<(Value, FunctionDir)> {
     // With the native sampler on, resident memory under the runtime client grows ~1.3 KB per
     // invocation more than without it (measured on the 12 KiB block and closure leaks; not
     // reproduced in-process, cause not yet found): the slope's tolerance is wider then.
@@ -424,7 +441,7 @@ async fn leak_is_flagged_within(
     env: &[(&str, &str)],
     native: bool,
     tolerance: f64,
-) -> Option<(Value, std::path::PathBuf)> {
+) -> Option<(Value, FunctionDir)> {
     let (run, dir) = run(tag, workload, &[], env, 63, 512).await?;
     let lines = run.of_kind("leak_suspected");
     let first = lines.first().unwrap_or_else(|| {
@@ -535,7 +552,7 @@ async fn first_site(
     tag: &str,
     workload: &str,
     extra: &[(&str, &str)],
-) -> Option<(Value, std::path::PathBuf)> {
+) -> Option<(Value, FunctionDir)> {
     let (run, dir) = run(tag, workload, extra, &[], 63, 512).await?;
     let lines = run.of_kind("leak_suspected");
     assert!(

@@ -132,5 +132,4 @@ async fn emf_lines_carry_each_invocations_metrics() {
             "{s}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

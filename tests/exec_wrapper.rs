@@ -168,16 +168,13 @@ async fn undecorated_handlers_get_the_decorated_twins_figures() {
     let (resp, docs) = run_four(cfg).await;
     assert_eq!(measured(&resp), [1, 2, 3, 4]);
     assert_eq!(counts(&docs), all3, "pkg.mod.handler through the wrapper");
-
-    for d in [d0, d1, d2, d3, d4] {
-        let _ = std::fs::remove_dir_all(d);
-    }
+    drop((d0, d1, d2, d3, d4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decorated_handler_under_the_wrapper_is_measured_once() {
     let py = common::python();
-    let (dir, cfg) = function(
+    let (_dir, cfg) = function(
         &py,
         "xw-once",
         &[("app.py", DECORATED)],
@@ -199,7 +196,6 @@ async fn a_decorated_handler_under_the_wrapper_is_measured_once() {
     let all3: Vec<(&str, usize)> = DECORATOR_FIGURES.iter().map(|m| (*m, 3)).collect();
     assert_eq!(counts(&docs), all3);
     assert_eq!(common::metric_values(&docs, "MaxMemoryUsed").len(), 3);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// What the Runtime API received for one faulty function: the init error type (if init failed),
@@ -211,7 +207,7 @@ async fn fault(
     handler: &str,
     wrapped: bool,
 ) -> Value {
-    let (dir, cfg) = function(py, tag, files, handler, wrapped);
+    let (_dir, cfg) = function(py, tag, files, handler, wrapped);
     let em = Emulator::start(cfg).await.expect("emulator starts");
     let init = em.last_init().and_then(|i| i.error_type);
     let out = em.invoke(json!({})).await.expect("invoke");
@@ -229,7 +225,6 @@ async fn fault(
         })
         .collect();
     let _ = em.shutdown(lambda_emulator::ShutdownReason::Spindown).await;
-    let _ = std::fs::remove_dir_all(dir);
     json!({
         "init": init,
         "status": format!("{:?}", out.status),
@@ -319,7 +314,7 @@ async fn wrapper_cold_start_cost() {
     // Interleaved, so machine load drifts hit every variant alike.
     for round in 0..n {
         for (k, (_, source, wrapped)) in variants.iter().enumerate() {
-            let (dir, cfg) = function(
+            let (_dir, cfg) = function(
                 &py,
                 &format!("xw-cold-{k}-{round}"),
                 &[("app.py", source)],
@@ -331,7 +326,6 @@ async fn wrapper_cold_start_cost() {
             assert_eq!(init.status, "success", "{init:?}");
             inits[k].push(init.duration.as_secs_f64() * 1000.0);
             let _ = common::shut_down(em).await;
-            let _ = std::fs::remove_dir_all(dir);
         }
     }
     let median = |v: &mut Vec<f64>| {

@@ -109,7 +109,6 @@ async fn run(tag: &str, events: &[Value]) -> Option<Run> {
             .collect(),
         emf: common::emf_docs(&raw),
     };
-    let _ = std::fs::remove_dir_all(&dir);
     Some(run)
 }
 

@@ -153,5 +153,4 @@ async fn a_flood_of_false_records_publishes_only_the_real_invocations() {
     // Bounded output: the extension's own lines do not grow with the flood.
     let own_lines = lines.iter().filter(|l| !l.contains("\"_aws\"")).count();
     assert!(own_lines < 4 * INVOCATIONS, "{own_lines} lines");
-    let _ = std::fs::remove_dir_all(&dir);
 }

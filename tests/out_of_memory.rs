@@ -84,7 +84,6 @@ async fn an_oom_kill_is_published_as_out_of_memory() {
         first.exit
     );
     let _ = em.shutdown(ShutdownReason::Spindown).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A handler that brings the environment's memory (runtime + extensions, as the emulator sums
@@ -163,7 +162,6 @@ async fn oom_values(
         .cloned()
         .unwrap_or_default();
     let values = common::metric_values(&common::emf_docs(&lines), "OutOfMemory");
-    let _ = std::fs::remove_dir_all(&dir);
     Some((outcomes, values, lines))
 }
 

@@ -72,7 +72,8 @@ struct EnvRun {
     outcomes: Vec<InvokeOutcome>,
     /// (timestamp ms, line) in the order written.
     lines: Vec<(i64, String)>,
-    dir: common::TempDir,
+    /// Its directory, removed when the run is dropped.
+    _dir: common::TempDir,
 }
 
 impl EnvRun {
@@ -191,7 +192,7 @@ async fn run_environment(py: PathBuf, endpoint: String, ns: String, plan: Plan) 
         plan,
         outcomes,
         lines,
-        dir,
+        _dir: dir,
     }
 }
 
@@ -409,10 +410,6 @@ async fn report_of_a_leaky_and_a_fixed_fleet_matches_what_was_written() {
     );
     eprintln!("report test took {:.1} s", started.elapsed().as_secs_f64());
     drop(ls);
-    for r in &runs {
-        let _ = std::fs::remove_dir_all(&r.dir);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Invocations, environments, memory: against the outcomes and the REPORT lines written.

@@ -137,7 +137,6 @@ async fn garbage_on_intake_and_telemetry_is_counted_and_survived() {
         lines.join("\n")
     );
     shutdown_cleanly(em).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs 3 invocations with `LMP_FLUSH=end` (so every invocation flushes) against `env`.
@@ -162,7 +161,6 @@ async fn run_against(tag: &str, env: Vec<(&'static str, String)>, expect_log: &s
     // And it still serves invocations afterwards.
     invoke_ok(&em, 1).await;
     shutdown_cleanly(em).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn closed_port() -> u16 {

@@ -168,5 +168,4 @@ async fn rust_function_metrics_come_out_of_the_extension() {
         values(&docs, "RuntimeRssPeak")[n - 1] >= 8.0 * MIB,
         "{lines:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

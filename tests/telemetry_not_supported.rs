@@ -59,15 +59,12 @@ async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
     // Flushed only at SHUTDOWN (the period is an hour): every invocation's decorator figures.
     let docs = common::emf_docs(&lines);
     let count = |name: &str| common::metric_values(&docs, name).len();
-    for name in [
-        "Duration",
-        "ColdStart",
-        "GcCollections",
-        "RuntimeRssPeak",
-        "RuntimeRss",
-    ] {
+    for name in ["Duration", "ColdStart", "GcCollections", "RuntimeRssPeak"] {
         assert_eq!(count(name), 3, "{name}: {text}");
     }
+    // Read from the runtime's /proc when a record arrives; a record that overtakes its INVOKE
+    // may go without (the intake rations reads for ids no INVOKE named yet).
+    assert!((1..=3).contains(&count("RuntimeRss")), "{text}");
     let mut cold = common::metric_values(&docs, "ColdStart");
     cold.sort_by(f64::total_cmp);
     assert_eq!(cold, vec![0.0, 0.0, 1.0]);
@@ -86,7 +83,6 @@ async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
         assert_eq!(d["FunctionName"], "lmp-it", "{d}");
         assert_eq!(d["FunctionVersion"], "$LATEST", "{d}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,6 +118,6 @@ async fn end_flush_does_not_wait_for_a_dead_runtime() {
             && first_env.exit.code == Some(0),
         "it noticed the runtime was gone and took its SHUTDOWN: {first_env:?}"
     );
-    let _ = common::shut_down(em).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    // The reset left no environment: nothing more to shut down.
+    let _ = em.shutdown(lambda_emulator::ShutdownReason::Spindown).await;
 }

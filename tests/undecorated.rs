@@ -125,7 +125,6 @@ async fn an_undecorated_python_handler_is_never_held_in_any_flush_mode() {
             "{flush}: {}",
             lines.join("\n")
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -152,7 +151,6 @@ async fn a_node_runtime_is_never_held_in_any_flush_mode() {
         assert!(worst(&held) < NEVER_HELD, "{flush}: held {held:?}");
         let docs = common::emf_docs(&lines);
         assert!(common::metric_values(&docs, "MaxMemoryUsed").len() >= 14);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -170,7 +168,6 @@ async fn a_hello_without_records_is_waited_for_a_few_invocations_only() {
         .filter(|l| l.contains("no decorator record for these invocations"))
         .count();
     assert_eq!(notices, 1, "{}", lines.join("\n"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +203,6 @@ async fn disabled_the_extension_does_nothing_and_exits_cleanly() {
         "{}",
         runtime.join("\n")
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 const WITH_SINK_ARGS: &str = r#"
@@ -247,5 +243,4 @@ async fn the_decorators_sink_arguments_configure_the_extension() {
     }
     // Platform figures (not only the decorator's) go there too.
     assert!(!common::metric_values(&docs, "MaxMemoryUsed").is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
