@@ -6,7 +6,8 @@ Where each side comes from:
 - the template, expanded for the given parameters (Fn::ForEach, conditions, Fn::Sub) by SAM
   CLI's own AWS::LanguageExtensions processor, so one check covers every profiled function;
 - metric names: the metric table of src/metrics.rs (`metric_table!`), which must also be the
-  README's metric table;
+  README's metric table; the Rust layer's fallback EMF line (`EMF_METRICS` of
+  rust-layer/src/record.rs) may only use names of that table, with their units;
 - the LMP_DIMENSIONS values: FunctionName with any subset of the other dimension names that
   src/config.rs accepts (today `FunctionName` and `FunctionName,FunctionVersion`);
 - the dimension sets: observed, not inferred from the code. The built extension (`--extension`,
@@ -17,6 +18,8 @@ Where each side comes from:
   Dimensions are fixed per environment, so the sets seen on the metrics of one invocation are
   the sets of every metric.
 
+`--tables-only` checks the metric tables alone (no template, no extension: plain python3).
+
 `--dump-rules` prints the alarms' evaluation rules (statistic, period, threshold, evaluation
 periods, datapoints, missing data, the paging topic) as JSON, without the probe: the
 alarm-evaluation test (tests/alarms) reads them.
@@ -25,7 +28,7 @@ Runs with the tools venv (`.venv-tools`: SAM CLI's YAML loader and language-exte
 processor). Usage:
 
   check-alarms.py [--template T] [--readme R] [--root DIR] [--extension BIN]
-                  [--parameter-overrides K=V ...] [--dump-rules]
+                  [--parameter-overrides K=V ...] [--dump-rules] [--tables-only]
 """
 
 from __future__ import annotations
@@ -222,6 +225,39 @@ def readme_table(readme: Path) -> dict[str, str]:
     return dict(
         re.findall(r"^\| `([A-Za-z]+)` \| ([A-Za-z]+) \|", readme.read_text(), re.MULTILINE)
     )
+
+
+def rust_layer_metrics(record_rs: Path) -> dict[str, str]:
+    """Metric name -> unit of the Rust layer's fallback EMF line: the `EMF_METRICS` table of
+    rust-layer/src/record.rs (rows `("Name", Unit::Unit, figure)`)."""
+    text = record_rs.read_text()
+    block = re.search(r"^const EMF_METRICS\b[^=]*=\s*&\[(.*?)^\];", text, re.MULTILINE | re.DOTALL)
+    if not block:
+        raise SystemExit(f"check-alarms.py: no EMF_METRICS table in {record_rs}")
+    rows = dict(re.findall(r'^\s*\(\s*"([A-Za-z]+)",\s*Unit::([A-Za-z]+),', block.group(1), re.M))
+    if not rows:
+        raise SystemExit(f"check-alarms.py: EMF_METRICS of {record_rs} has no rows")
+    return rows
+
+
+def table_errors(root: Path, readme_md: Path) -> list[str]:
+    """The extension's metric table and the README's name the same metrics; every metric of the
+    Rust layer's fallback line is in the README's, with the same unit."""
+    errors: list[str] = []
+    table = metric_table(root / "src/metrics.rs")
+    readme = readme_table(readme_md)
+    for name in sorted(set(table) ^ set(readme)):
+        where = "src/metrics.rs" if name in table else "the README table"
+        errors.append(f"metric {name} is only in {where}")
+    for name, unit in rust_layer_metrics(root / "rust-layer/src/record.rs").items():
+        if name not in readme:
+            errors.append(f"rust-layer/src/record.rs: metric {name} is not in the README table")
+        elif readme[name] != unit:
+            errors.append(
+                f"rust-layer/src/record.rs: metric {name} in {unit}, the README table says "
+                f"{readme[name]}"
+            )
+    return errors
 
 
 def dimension_values(config_rs: Path) -> list[str]:
@@ -531,7 +567,25 @@ def main() -> int:
     ap.add_argument(
         "--dump-rules", action="store_true", help="print the alarm rules as JSON and exit"
     )
+    ap.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="check the metric tables (src/metrics.rs, the README, rust-layer's fallback line) "
+        "and exit",
+    )
     args = ap.parse_args()
+
+    errors: list[str] = table_errors(args.root, args.readme)
+    if args.tables_only:
+        for e in errors:
+            print(f"check-alarms.py: {e}", file=sys.stderr)
+        if not errors:
+            rust = len(rust_layer_metrics(args.root / "rust-layer/src/record.rs"))
+            print(
+                f"check-alarms.py: ok: the README table is src/metrics.rs's "
+                f"({len(readme_table(args.readme))} metrics) and holds the Rust layer's {rust}"
+            )
+        return 1 if errors else 0
 
     overrides = {**SEVERITY_PARAMETERS, **parse_overrides(args.parameter_overrides)}
     expanded, values = expand(args.template, overrides)
@@ -550,12 +604,7 @@ def main() -> int:
         print()
         return 0
 
-    errors: list[str] = []
     table = metric_table(args.root / "src/metrics.rs")
-    readme = readme_table(args.readme)
-    for name in sorted(set(table) ^ set(readme)):
-        where = "src/metrics.rs" if name in table else "the README table"
-        errors.append(f"metric {name} is only in {where}")
     if not args.extension.is_file():
         print(
             f"check-alarms.py: {args.extension} missing: run `sam build` (make check-template) "

@@ -51,13 +51,14 @@ pub struct Config {
     /// SHUTDOWN only and exits cleanly there) and the decorator into a pass-through: one switch
     /// for both. Default `false`.
     pub disabled: bool,
-    /// `LMP_NAMESPACE`: CloudWatch namespace. Default `LambdaMemoryProfiler`.
+    /// `LMP_NAMESPACE`: CloudWatch namespace. Default [`lmp_protocol::DEFAULT_NAMESPACE`].
     pub namespace: String,
     /// `LMP_SINK`: `cloudwatch` (default) or `emf`.
     pub sink: SinkKind,
     /// `LMP_FLUSH`: `end`, `periodic:<seconds>` or `adaptive` (default).
     pub flush: FlushMode,
-    /// `LMP_INTAKE_PORT`: UDP port on 127.0.0.1 for the decorator's records. Default 4243.
+    /// `LMP_INTAKE_PORT`: UDP port on 127.0.0.1 for the decorator's records. Default
+    /// [`lmp_protocol::DEFAULT_INTAKE_PORT`].
     pub intake_port: u16,
     /// `LMP_DIMENSIONS`: `FunctionName` (default) or `FunctionName,FunctionVersion`.
     pub dimensions: DimensionSet,
@@ -98,10 +99,10 @@ impl Default for Config {
         Config {
             lambda: LambdaEnv::default(),
             disabled: false,
-            namespace: "LambdaMemoryProfiler".to_string(),
+            namespace: lmp_protocol::DEFAULT_NAMESPACE.to_string(),
             sink: SinkKind::CloudWatch,
             flush: FlushMode::Adaptive,
-            intake_port: 4243,
+            intake_port: lmp_protocol::DEFAULT_INTAKE_PORT,
             dimensions: DimensionSet::default(),
             max_pending: 64,
             pending_timeout: Duration::from_millis(2000),

@@ -10,28 +10,8 @@ use crate::config::DimensionSet;
 use crate::invocation::InvocationProfile;
 use serde::Serialize;
 
-/// CloudWatch units used by this extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Megabytes,
-    Bytes,
-    Percent,
-    Count,
-    Milliseconds,
-}
-
-impl Unit {
-    /// The unit's name as CloudWatch and EMF spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unit::Megabytes => "Megabytes",
-            Unit::Bytes => "Bytes",
-            Unit::Percent => "Percent",
-            Unit::Count => "Count",
-            Unit::Milliseconds => "Milliseconds",
-        }
-    }
-}
+/// CloudWatch units: the protocol crate's, shared with the Rust layer's fallback line.
+pub use lmp_protocol::Unit;
 
 /// One row of the metric table.
 #[derive(Debug)]
@@ -139,14 +119,10 @@ impl Dimensions {
     }
 
     /// The dimension sets every metric is published under: `{FunctionName}` always, and the
-    /// full set too when it has more (so dashboards and alarms on `{FunctionName}` keep
-    /// working when a version dimension is asked for), as CloudWatch Lambda Insights does.
-    /// Both are prefixes of the full set; with no dimension at all, the one empty set.
+    /// full set too when it has more, as CloudWatch Lambda Insights does (the rule is the
+    /// protocol crate's, so the Rust layer's fallback line has the same sets).
     pub fn sets(&self) -> impl Iterator<Item = &[(String, String)]> {
-        let all = self.0.as_slice();
-        let first = all.get(..all.len().min(1));
-        let full = (all.len() > 1).then_some(all);
-        first.into_iter().chain(full)
+        lmp_protocol::emf::dimension_sets(&self.0)
     }
 }
 

@@ -1,12 +1,8 @@
 //! Options of the layer and their `LMP_*` environment defaults (the same variables as the
 //! Python decorator and the extension read).
 
+use lmp_protocol::{DEFAULT_INTAKE_PORT, DEFAULT_NAMESPACE};
 use tracing::warn;
-
-/// Default UDP port of the extension's intake.
-pub const DEFAULT_INTAKE_PORT: u16 = 4243;
-/// Default CloudWatch namespace of the fallback EMF line.
-pub const DEFAULT_NAMESPACE: &str = "LambdaMemoryProfiler";
 
 /// Which dimensions the fallback EMF line carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +176,9 @@ mod tests {
             ("LMP_STORAGE_RESOLUTION", "5"),
         ]);
         assert_eq!(c, Config::default());
-        assert_eq!(cfg(&[("LMP_INTAKE_PORT", "70000")]).intake_port, 4243);
+        assert_eq!(
+            cfg(&[("LMP_INTAKE_PORT", "70000")]).intake_port,
+            DEFAULT_INTAKE_PORT
+        );
     }
 }

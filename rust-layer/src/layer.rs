@@ -25,7 +25,8 @@ use crate::alloc::{self, HeapStats};
 use crate::config::Config;
 use crate::handoff::{EmfWriter, HandoffStats, Sender};
 use crate::procfs::{RssProbe, RssScope};
-use crate::record::{HeapTrace, InvocationRecord, PROTOCOL_VERSION, RUNTIME};
+use crate::record::{HeapTrace, InvocationRecord, RUNTIME};
+use lmp_protocol::{Kind, VERSION_1};
 
 type BoxError = lambda_runtime::Error;
 
@@ -124,8 +125,8 @@ impl Shared {
         let mut st = lock(&self.state);
         let rss = st.probe.as_ref().map(RssProbe::read).unwrap_or_default();
         let record = InvocationRecord {
-            v: PROTOCOL_VERSION,
-            kind: "invocation",
+            v: VERSION_1,
+            kind: Kind::Invocation.as_str(),
             request_id: b.request_id,
             pid: std::process::id(),
             runtime: RUNTIME,
@@ -133,8 +134,8 @@ impl Shared {
             duration_ms: (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
             cold_start: b.cold_start,
             error_type,
-            rss_bytes: rss.rss_bytes,
-            rss_peak_bytes: rss.hwm_bytes,
+            rss_bytes: rss.rss,
+            rss_peak_bytes: rss.hwm,
             rss_peak_scope: b.scope.as_str(),
             heap_blocks: b.counted.then_some(heap.live_blocks as u64),
             gc: None,

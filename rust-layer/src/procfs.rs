@@ -23,32 +23,9 @@ impl RssScope {
     }
 }
 
-/// `VmRSS` and `VmHWM` in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RssFigures {
-    pub rss_bytes: Option<u64>,
-    pub hwm_bytes: Option<u64>,
-}
-
-/// Parses the `VmRSS` and `VmHWM` lines (kB) of a `/proc/<pid>/status` text.
-pub fn parse_status(text: &str) -> RssFigures {
-    let mut out = RssFigures::default();
-    for line in text.lines() {
-        let field = if line.starts_with("VmRSS:") {
-            &mut out.rss_bytes
-        } else if line.starts_with("VmHWM:") {
-            &mut out.hwm_bytes
-        } else {
-            continue;
-        };
-        let rest = line.split_once(':').map(|(_, r)| r).unwrap_or("");
-        let mut parts = rest.split_whitespace();
-        let kib = parts.next().and_then(|n| n.parse::<u64>().ok());
-        let unit_ok = parts.next().is_some_and(|u| u.eq_ignore_ascii_case("kB"));
-        *field = kib.filter(|_| unit_ok).map(|k| k * 1024);
-    }
-    out
-}
+/// The figures of a status file and their parser: the protocol crate's, shared with the
+/// extension (which reads the same file of the runtime process).
+pub use lmp_protocol::status::{parse_status, ProcMemory};
 
 /// Kept-open `/proc/self/clear_refs` and `/proc/self/status`: a reset is one `write`, a read one
 /// `pread`, with no path lookup per invocation.
@@ -87,10 +64,10 @@ impl RssProbe {
         }
     }
 
-    /// Current `VmRSS` and `VmHWM`.
-    pub fn read(&self) -> RssFigures {
+    /// Current `VmRSS`, `VmHWM` and `RssAnon`.
+    pub fn read(&self) -> ProcMemory {
         let Some(f) = self.status.as_ref() else {
-            return RssFigures::default();
+            return ProcMemory::default();
         };
         // The status file is ~1.5 KB: a stack buffer keeps the read off the heap being measured.
         let mut buf = [0u8; 4096];
@@ -99,7 +76,7 @@ impl RssProbe {
             match f.read_at(&mut buf[len..], len as u64) {
                 Ok(0) => break,
                 Ok(n) => len += n,
-                Err(_) => return RssFigures::default(),
+                Err(_) => return ProcMemory::default(),
             }
         }
         match std::str::from_utf8(&buf[..len]) {
@@ -115,25 +92,6 @@ impl RssProbe {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_rss_and_hwm() {
-        let text = "Name:\tfn\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\nThreads:\t1\n";
-        assert_eq!(
-            parse_status(text),
-            RssFigures {
-                rss_bytes: Some(1024 * 1024),
-                hwm_bytes: Some(2048 * 1024)
-            }
-        );
-    }
-
-    #[test]
-    fn malformed_lines_give_absent_figures() {
-        let text = "VmHWM:\tlots kB\nVmRSS:\t12\n";
-        assert_eq!(parse_status(text), RssFigures::default());
-        assert_eq!(parse_status(""), RssFigures::default());
-    }
-
     /// The peak reset is process-wide: one such test at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -144,15 +102,15 @@ mod tests {
         if p.reset_peak() != RssScope::Invocation {
             return; // clear_refs not permitted here: nothing to check
         }
-        let before = p.read().hwm_bytes.unwrap();
+        let before = p.read().hwm.unwrap();
         let v = vec![1u8; 32 << 20];
         std::hint::black_box(&v);
-        let during = p.read().hwm_bytes.unwrap();
+        let during = p.read().hwm.unwrap();
         drop(v);
         assert!(during >= before + (30 << 20), "{before} -> {during}");
         // A new window starts from the current RSS, below the freed 32 MiB.
         assert_eq!(p.reset_peak(), RssScope::Invocation);
-        let after = p.read().hwm_bytes.unwrap();
+        let after = p.read().hwm.unwrap();
         assert!(after + (16 << 20) < during, "{during} -> {after}");
     }
 
@@ -162,8 +120,8 @@ mod tests {
         let mut p = RssProbe::open();
         let _ = p.reset_peak();
         let r = p.read();
-        let rss = r.rss_bytes.unwrap();
-        let hwm = r.hwm_bytes.unwrap();
+        let rss = r.rss.unwrap();
+        let hwm = r.hwm.unwrap();
         assert!(rss > 0 && hwm >= rss / 2, "{r:?}");
     }
 }

@@ -1,13 +1,17 @@
 //! The records of the decorator → extension protocol (docs/protocol.md, version 1) and the
 //! Embedded Metric Format line printed when no extension listens.
+//!
+//! The version, the kinds and the EMF renderer are the protocol crate's (`lmp_protocol`), shared
+//! with the extension: the records parse there, and the fallback line has the extension's shape.
 
+use lmp_protocol::emf::{self, Header, Unit};
+use lmp_protocol::{Kind, VERSION_1};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Number};
 
 use crate::config::{Config, Dimensions};
+use crate::procfs::RssScope;
 
-/// Protocol version of every record.
-pub const PROTOCOL_VERSION: u32 = 1;
 /// `runtime` of every record.
 pub const RUNTIME: &str = "rust";
 /// `agent` of the `hello` record.
@@ -16,7 +20,7 @@ pub const AGENT: &str = concat!("lambda_memory_profile/", env!("CARGO_PKG_VERSIO
 /// `hello`: sent once per process, before the first invocation record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hello {
-    pub v: u32,
+    pub v: u64,
     pub kind: &'static str,
     pub pid: u32,
     pub runtime: &'static str,
@@ -26,8 +30,9 @@ pub struct Hello {
 impl Hello {
     pub fn new() -> Self {
         Self {
-            v: PROTOCOL_VERSION,
-            kind: "hello",
+            // Version 1: the layer has no `heap` object to send.
+            v: VERSION_1,
+            kind: Kind::Hello.as_str(),
             pid: std::process::id(),
             runtime: RUNTIME,
             agent: AGENT,
@@ -69,7 +74,7 @@ pub struct HeapTrace {
 /// `invocation`: one per invocation, after the handler returned or failed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InvocationRecord {
-    pub v: u32,
+    pub v: u64,
     pub kind: &'static str,
     pub request_id: String,
     pub pid: u32,
@@ -99,83 +104,82 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     serde_json::to_vec(record).unwrap_or_default()
 }
 
-/// One Embedded Metric Format line carrying the figures of `record`: the same metric names and
-/// units as the extension's table, each only when its figure is present.
+/// A figure of a record as its metric's value; `None` when the record lacks it.
+type Figure = fn(&InvocationRecord) -> Option<Number>;
+
+/// The fallback line's metrics, in order: each name and unit is a row of the extension's metric
+/// table (scripts/check-alarms.py checks them against the README's).
+const EMF_METRICS: &[(&str, Unit, Figure)] = &[
+    ("Duration", Unit::Milliseconds, |r| {
+        Number::from_f64(r.duration_ms)
+    }),
+    ("ColdStart", Unit::Count, |r| {
+        Some(u8::from(r.cold_start).into())
+    }),
+    ("RuntimeRss", Unit::Bytes, |r| r.rss_bytes.map(Number::from)),
+    // A lifetime peak is not this invocation's: it stays a plain property.
+    ("RuntimeRssPeak", Unit::Bytes, |r| {
+        r.rss_peak_bytes
+            .filter(|_| r.rss_peak_scope == RssScope::Invocation.as_str())
+            .map(Number::from)
+    }),
+    ("PythonHeapPeak", Unit::Bytes, |r| {
+        r.trace.as_ref().map(|t| t.peak_bytes.into())
+    }),
+    ("PythonHeapRetained", Unit::Bytes, |r| {
+        r.trace.as_ref().map(|t| t.retained_bytes.into())
+    }),
+    ("PythonHeapGrowth", Unit::Bytes, |r| {
+        r.trace.as_ref().map(|t| t.growth_bytes.into())
+    }),
+];
+
+/// One Embedded Metric Format line carrying the figures of `record`: the same metric names,
+/// units and dimension sets as the extension's EMF lines, each metric only when its figure is
+/// present.
 pub fn emf_line(
     record: &InvocationRecord,
     config: &Config,
     function_name: &str,
     function_version: &str,
 ) -> String {
-    let res = config.storage_resolution;
-    let mut metrics = Vec::new();
-    let mut doc = Map::new();
-    let mut put = |name: &str, unit: &str, value: Option<Value>| {
-        if let Some(v) = value {
-            metrics.push(json!({"Name": name, "Unit": unit, "StorageResolution": res}));
-            doc.insert(name.to_string(), v);
-        }
-    };
-    put(
-        "Duration",
-        "Milliseconds",
-        serde_json::Number::from_f64(record.duration_ms).map(Value::Number),
-    );
-    put(
-        "ColdStart",
-        "Count",
-        Some(json!(u8::from(record.cold_start))),
-    );
-    put("RuntimeRss", "Bytes", record.rss_bytes.map(Value::from));
-    if record.rss_peak_scope == "invocation" {
-        // A lifetime peak is not this invocation's: it stays a plain property.
-        put(
-            "RuntimeRssPeak",
-            "Bytes",
-            record.rss_peak_bytes.map(Value::from),
-        );
-    }
-    if let Some(t) = &record.trace {
-        put("PythonHeapPeak", "Bytes", Some(json!(t.peak_bytes)));
-        put("PythonHeapRetained", "Bytes", Some(json!(t.retained_bytes)));
-        put("PythonHeapGrowth", "Bytes", Some(json!(t.growth_bytes)));
-    }
-    let dims: Vec<&str> = match config.dimensions {
-        Dimensions::FunctionName => vec!["FunctionName"],
-        Dimensions::FunctionNameAndVersion => vec!["FunctionName", "FunctionVersion"],
-    };
-    let mut out = Map::new();
-    out.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": record.start_ms as u64,
-            "CloudWatchMetrics": [{
-                "Namespace": config.namespace,
-                "Dimensions": [dims],
-                "Metrics": metrics,
-            }],
-        }),
-    );
-    out.insert("FunctionName".into(), json!(function_name));
+    let mut dimensions = vec![("FunctionName".to_string(), function_name.to_string())];
     if config.dimensions == Dimensions::FunctionNameAndVersion {
-        out.insert("FunctionVersion".into(), json!(function_version));
+        dimensions.push(("FunctionVersion".to_string(), function_version.to_string()));
     }
-    out.extend(doc);
+    let header = Header {
+        namespace: &config.namespace,
+        // Saturating: a clock before 1970 gives 0, never a wrapped figure.
+        timestamp_ms: record.start_ms as u64,
+        dimensions: &dimensions,
+        storage_resolution: config.storage_resolution,
+    };
+    let metrics: Vec<emf::Metric<'_>> = EMF_METRICS
+        .iter()
+        .map(|(name, unit, figure)| emf::Metric {
+            name,
+            unit: *unit,
+            values: figure(record).into_iter().collect(),
+        })
+        .collect();
     // Plain properties: searchable in CloudWatch Logs, never dimensions (unbounded values).
-    out.insert("RequestId".into(), json!(record.request_id));
-    out.insert("ErrorType".into(), json!(record.error_type));
-    out.insert("RssPeakScope".into(), json!(record.rss_peak_scope));
-    out.insert("RssPeakBytes".into(), json!(record.rss_peak_bytes));
-    out.insert("HeapBlocks".into(), json!(record.heap_blocks));
+    let mut properties = vec![
+        ("RequestId", json!(record.request_id)),
+        ("ErrorType", json!(record.error_type)),
+        ("RssPeakScope", json!(record.rss_peak_scope)),
+        ("RssPeakBytes", json!(record.rss_peak_bytes)),
+        ("HeapBlocks", json!(record.heap_blocks)),
+    ];
     if let Some(t) = &record.trace {
-        out.insert("TraceReason".into(), json!(t.reason));
+        properties.push(("TraceReason", json!(t.reason)));
     }
-    Value::Object(out).to_string()
+    emf::render(&header, &metrics, properties)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn record(trace: bool) -> InvocationRecord {
         InvocationRecord {
@@ -247,9 +251,10 @@ mod tests {
         let v: Value = serde_json::from_str(&emf_line(&record(true), &cfg, "f", "7")).unwrap();
         let m = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "Ns");
+        // Both sets, as the extension publishes: {FunctionName} alone too.
         assert_eq!(
             m["Dimensions"],
-            json!([["FunctionName", "FunctionVersion"]])
+            json!([["FunctionName"], ["FunctionName", "FunctionVersion"]])
         );
         assert_eq!(v["_aws"]["Timestamp"], 1764000000123u64);
         let names: Vec<(&str, &str)> = m["Metrics"]

@@ -420,3 +420,90 @@ fn disabled_layer_passes_through_without_records() {
     assert_eq!(out["echo"], 5);
     assert!(intake.records().is_empty());
 }
+
+/// An example record of docs/protocol.md (`tests/fixtures/protocol/<name>`).
+fn fixture(name: &str) -> Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/protocol")
+        .join(name);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The JSON shape of a value: its keys, recursively, and the type of every leaf (an integer is
+/// not a float).
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), shape(v))).collect(),
+        Value::Array(a) => a.iter().map(shape).collect(),
+        Value::Number(n) if n.is_f64() => json!("float"),
+        Value::Number(_) => json!("integer"),
+        Value::String(_) => json!("string"),
+        Value::Bool(_) => json!("bool"),
+        Value::Null => json!("null"),
+    }
+}
+
+#[test]
+fn a_record_built_from_the_fixtures_figures_encodes_to_the_fixture() {
+    use lambda_memory_profile::record::{encode, HeapTrace, InvocationRecord, RUNTIME};
+    use lmp_protocol::{parse_envelope, Kind, VERSION_1};
+    let f = fixture("invocation-rust.json");
+    let (t, u) = (&f["trace"], |v: &Value| v.as_u64().unwrap());
+    let record = InvocationRecord {
+        v: VERSION_1,
+        kind: Kind::Invocation.as_str(),
+        request_id: f["request_id"].as_str().unwrap().into(),
+        pid: u(&f["pid"]) as u32,
+        runtime: RUNTIME,
+        start_ms: f["start_ms"].as_f64().unwrap(),
+        duration_ms: f["duration_ms"].as_f64().unwrap(),
+        cold_start: f["cold_start"].as_bool().unwrap(),
+        error_type: None,
+        rss_bytes: f["rss_bytes"].as_u64(),
+        rss_peak_bytes: f["rss_peak_bytes"].as_u64(),
+        rss_peak_scope: "invocation",
+        heap_blocks: f["heap_blocks"].as_u64(),
+        gc: None,
+        trace: Some(HeapTrace {
+            reason: "always",
+            mode: "allocator",
+            peak_bytes: u(&t["peak_bytes"]),
+            retained_bytes: u(&t["retained_bytes"]),
+            retained_blocks: u(&t["retained_blocks"]),
+            growth_bytes: t["growth_bytes"].as_i64().unwrap(),
+            heap_blocks_delta: t["heap_blocks_delta"].as_i64().unwrap(),
+            top: [],
+            top_truncated: u(&t["top_truncated"]),
+        }),
+    };
+    let bytes = encode(&record);
+    assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), f);
+    // The receiver's envelope check (the extension's first step) takes it.
+    let e = parse_envelope(&bytes).unwrap();
+    assert_eq!((e.version, e.kind), (VERSION_1, Kind::Invocation));
+}
+
+#[test]
+fn the_records_of_a_real_invocation_have_the_fixtures_shape() {
+    use lmp_protocol::{parse_envelope, Kind};
+    let _g = serial();
+    let intake = Intake::new();
+    let mut svc = intake.layer().layer(service_fn(transient_eight_mib));
+    rt().block_on(async {
+        let call = svc.ready().await.unwrap().call(event("shape-1", json!(1)));
+        call.await.unwrap();
+    });
+    let records = intake.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for (record, name, kind) in [
+        (&records[0], "hello-rust.json", Kind::Hello),
+        (&records[1], "invocation-rust.json", Kind::Invocation),
+    ] {
+        let e = parse_envelope(&serde_json::to_vec(record).unwrap()).unwrap();
+        assert_eq!(e.kind, kind);
+        let want = fixture(name);
+        assert_eq!(record["v"], want["v"], "{name}");
+        assert_eq!(shape(record), shape(&want), "{name}: {record}");
+    }
+}

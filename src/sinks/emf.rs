@@ -2,17 +2,17 @@
 //!
 //! Limits honoured: ≤ 100 metrics per line, ≤ 100 values per metric array, ≤ 30 dimensions.
 
-use serde_json::{json, Map, Value};
+use lmp_protocol::emf::{self as doc, Header};
+use serde_json::Number;
 
 use super::group;
 use crate::metrics::{Datum, Dimensions};
 
-/// EMF: metrics per document.
-pub const MAX_METRICS_PER_LINE: usize = 100;
-/// EMF: values per metric array.
-pub const MAX_VALUES_PER_METRIC: usize = 100;
+/// The format's limits are the protocol crate's, beside its renderer.
+pub use lmp_protocol::emf::{MAX_METRICS_PER_LINE, MAX_VALUES_PER_METRIC};
 
-/// Renders datums as EMF lines (one JSON object each, no newline inside).
+/// Renders datums as EMF lines (one JSON object each, no newline inside): one per aggregation
+/// period, split so that no line exceeds the format's limits.
 pub fn lines(
     namespace: &str,
     dims: &Dimensions,
@@ -20,55 +20,33 @@ pub fn lines(
     storage_resolution: u8,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let dim_sets: Vec<Vec<&str>> = dims
-        .sets()
-        .map(|set| set.iter().map(|(k, _)| k.as_str()).collect())
-        .collect();
     for (bucket, metrics) in group(datums, storage_resolution) {
+        let header = Header {
+            namespace,
+            timestamp_ms: bucket,
+            dimensions: &dims.0,
+            storage_resolution,
+        };
         let rounds = metrics
             .values()
             .map(|v| v.len().div_ceil(MAX_VALUES_PER_METRIC))
             .max()
             .unwrap_or(0);
         for round in 0..rounds {
-            let in_round: Vec<_> = metrics
+            let in_round: Vec<doc::Metric<'_>> = metrics
                 .iter()
                 .filter_map(|(m, vals)| {
                     let chunk = vals.chunks(MAX_VALUES_PER_METRIC).nth(round)?;
-                    Some((*m, chunk))
+                    Some(doc::Metric {
+                        name: m.name(),
+                        unit: m.unit(),
+                        // `group` keeps finite values only: every one is a JSON number.
+                        values: chunk.iter().filter_map(|v| Number::from_f64(*v)).collect(),
+                    })
                 })
                 .collect();
             for part in in_round.chunks(MAX_METRICS_PER_LINE) {
-                let mut doc = Map::new();
-                let defs: Vec<Value> = part
-                    .iter()
-                    .map(|(m, _)| {
-                        json!({"Name": m.name(), "Unit": m.unit().as_str(),
-                               "StorageResolution": storage_resolution})
-                    })
-                    .collect();
-                doc.insert(
-                    "_aws".into(),
-                    json!({
-                        "Timestamp": bucket,
-                        "CloudWatchMetrics": [{
-                            "Namespace": namespace,
-                            "Dimensions": dim_sets,
-                            "Metrics": defs,
-                        }]
-                    }),
-                );
-                for (k, v) in &dims.0 {
-                    doc.insert(k.clone(), Value::String(v.clone()));
-                }
-                for (m, vals) in part {
-                    let v = match vals {
-                        [one] => json!(one),
-                        many => json!(many),
-                    };
-                    doc.insert(m.name().to_string(), v);
-                }
-                out.push(Value::Object(doc).to_string());
+                out.push(doc::render(&header, part, []));
             }
         }
     }
@@ -80,6 +58,7 @@ mod tests {
     use super::*;
     use crate::config::DimensionSet;
     use crate::metrics::{Metric, METRICS};
+    use serde_json::{json, Value};
 
     /// Checks one line against the EMF specification's limits and structure.
     pub(crate) fn validate(line: &str) -> Result<Value, String> {

@@ -1,6 +1,7 @@
 //! The decorator's per-invocation records: UDP datagrams on 127.0.0.1 (docs/protocol.md, versions
 //! 1 and 2).
 
+use lmp_protocol::{EnvelopeError, Kind, HEAP_SINCE_VERSION};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +15,8 @@ use crate::sinks::SinkSettings;
 use crate::sources::procfs;
 use crate::stats::{Counters, RateLimiter};
 
-/// Largest datagram the protocol allows.
-pub const MAX_DATAGRAM: usize = 16_384;
-/// The protocol versions this receiver accepts, oldest first: the one list of them. Version 2
-/// added the `heap` object (the native sampler's figures); a version 1 record never carries one.
-pub const PROTOCOL_VERSIONS: [u64; 2] = [1, 2];
-/// The first version whose `invocation` records may carry a `heap` object.
-const HEAP_SINCE_VERSION: u64 = 2;
+/// The limit and the accepted versions are the protocol crate's (one definition each).
+pub use lmp_protocol::{MAX_DATAGRAM, PROTOCOL_VERSIONS};
 
 /// Garbage-collector activity during one invocation.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -183,6 +179,21 @@ pub enum IntakeError {
     UnknownKind(String),
 }
 
+impl From<EnvelopeError> for IntakeError {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::Oversized(n) => IntakeError::Oversized(n),
+            EnvelopeError::NotJson { line, column } => IntakeError::NotJson { line, column },
+            EnvelopeError::UnknownVersion(v) => IntakeError::UnknownVersion(v),
+            EnvelopeError::UnknownKind(k) => IntakeError::UnknownKind(k),
+            // The remaining faults are counted as malformed records, with the reason named.
+            EnvelopeError::NotAnObject
+            | EnvelopeError::MissingVersion
+            | EnvelopeError::MissingKind => IntakeError::Malformed(e.to_string()),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct HelloBody {
     pid: Option<u32>,
@@ -224,32 +235,11 @@ const MAX_REJECTED_SETTINGS: usize = 8;
 
 /// Parses one datagram into a typed record.
 pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
-    if bytes.len() > MAX_DATAGRAM {
-        return Err(IntakeError::Oversized(bytes.len()));
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| IntakeError::NotJson {
-            line: e.line(),
-            column: e.column(),
-        })?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| IntakeError::Malformed("not a JSON object".into()))?;
-    let version = match obj.get("v") {
-        Some(v) => v
-            .as_u64()
-            .filter(|v| PROTOCOL_VERSIONS.contains(v))
-            .ok_or_else(|| IntakeError::UnknownVersion(v.to_string()))?,
-        None => return Err(IntakeError::Malformed("missing `v`".into())),
-    };
-    let kind = obj
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| IntakeError::Malformed("missing `kind`".into()))?;
+    let envelope = lmp_protocol::parse_envelope(bytes)?;
     // The parsed value is handed over, not cloned: this runs once per invocation.
-    match kind.as_str() {
-        "hello" => {
+    let value = envelope.body;
+    match envelope.kind {
+        Kind::Hello => {
             let h: HelloBody =
                 serde_json::from_value(value).map_err(|e| IntakeError::Malformed(e.to_string()))?;
             Ok(IntakeRecord::Hello {
@@ -258,11 +248,11 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
                 sink: h.sink.as_ref().and_then(sink_settings),
             })
         }
-        "invocation" => {
-            let heap_sent = obj.get("heap").is_some_and(|h| !h.is_null());
+        Kind::Invocation => {
+            let heap_sent = value.get("heap").is_some_and(|h| !h.is_null());
             let mut r: DecoratorRecord =
                 serde_json::from_value(value).map_err(|e| IntakeError::Malformed(e.to_string()))?;
-            if version < HEAP_SINCE_VERSION {
+            if envelope.version < HEAP_SINCE_VERSION {
                 // Not a field of version 1: ignored, as unknown fields are.
                 r.heap = None;
             } else {
@@ -270,7 +260,6 @@ pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
             }
             Ok(IntakeRecord::Invocation(Box::new(r)))
         }
-        other => Err(IntakeError::UnknownKind(other.to_string())),
     }
 }
 
@@ -702,6 +691,131 @@ mod tests {
         s.push_str("\"}");
         assert_eq!(s.len(), MAX_DATAGRAM);
         assert!(parse_datagram(s.as_bytes()).is_ok());
+    }
+
+    /// The example records of docs/protocol.md: `tests/fixtures/protocol/<name>`.
+    fn protocol_fixture(name: &str) -> IntakeRecord {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/protocol")
+            .join(name);
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        parse_datagram(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn parses_every_protocol_fixture() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/protocol");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        // Each one is checked below: a new example needs its checks here.
+        assert_eq!(
+            names,
+            [
+                "hello-rust.json",
+                "hello-sink.json",
+                "hello.json",
+                "invocation-rust.json",
+                "invocation-v1.json",
+                "invocation-v2.json"
+            ]
+        );
+
+        let hello = |name| match protocol_fixture(name) {
+            IntakeRecord::Hello { pid, runtime, sink } => (pid, runtime, sink),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(
+            hello("hello.json"),
+            (Some(8), Some("python3.11".into()), None)
+        );
+        assert_eq!(
+            hello("hello-rust.json"),
+            (Some(9), Some("rust".into()), None)
+        );
+        let (_, _, sink) = hello("hello-sink.json");
+        assert_eq!(
+            sink,
+            Some(SinkSettings {
+                namespace: Some("Team/Checkout".into()),
+                function_version: Some(true),
+                storage_resolution: Some(1),
+                rejected: Vec::new(),
+            })
+        );
+
+        let invocation = |name| match protocol_fixture(name) {
+            IntakeRecord::Invocation(r) => *r,
+            other => panic!("{name}: {other:?}"),
+        };
+        let v2 = invocation("invocation-v2.json");
+        assert_eq!(v2.request_id, "8f3c0d1e-1b7a-4f0a-9c55-3b1c7a0e2d11");
+        assert_eq!(
+            (v2.pid, v2.runtime.as_deref()),
+            (Some(8), Some("python3.11"))
+        );
+        assert_eq!(
+            (v2.start_ms, v2.duration_ms),
+            (Some(1_764_000_000_123.4), Some(12.7))
+        );
+        assert_eq!(
+            (v2.cold_start, v2.error_type.as_deref()),
+            (Some(false), None)
+        );
+        assert_eq!(v2.rss_peak_bytes, Some(61_341_696));
+        assert_eq!(v2.rss_peak_scope.as_deref(), Some("invocation"));
+        assert_eq!(
+            (v2.heap_blocks, v2.anon_bytes),
+            (Some(183_421), Some(50_556_928))
+        );
+        assert_eq!(v2.gc.as_ref().and_then(|g| g.collected), Some(140));
+        let t = v2.trace.as_ref().expect("trace");
+        assert_eq!((t.reason.as_deref(), t.growth_bytes), (Some("rate"), None));
+        assert_eq!(
+            (t.peak_bytes, t.retained_bytes),
+            (Some(52_436_992), Some(10_617_600))
+        );
+        assert_eq!(t.top.len(), 2);
+        assert_eq!((t.top[0].via.as_deref(), t.top[1].count), (None, 1200));
+        assert_eq!(
+            t.top[1].via.as_deref(),
+            Some("/var/lang/lib/python3.11/json/decoder.py:353")
+        );
+        assert!(!v2.heap_malformed);
+        let h = v2.heap.as_ref().expect("heap");
+        assert_eq!(
+            (h.live_bytes, h.allocated_bytes),
+            (Some(52_428_800), Some(1_048_576))
+        );
+        assert_eq!(
+            (h.sample_bytes, h.samples, h.epoch),
+            (Some(16_384), Some(3240), Some(0))
+        );
+        assert_eq!(h.sites.len(), 1);
+        assert_eq!(h.sites[0].function.as_deref(), Some("handler"));
+        assert_eq!(
+            (h.sites[0].delta_bytes, h.sites[0].live_bytes),
+            (16_450, Some(1_312_000))
+        );
+
+        // Version 1 is version 2 without `heap`.
+        let v1 = invocation("invocation-v1.json");
+        assert_eq!(v1, DecoratorRecord { heap: None, ..v2 });
+
+        // The Rust layer's record: its `rss_bytes` is a field this receiver does not read.
+        let rust = invocation("invocation-rust.json");
+        assert_eq!(rust.runtime.as_deref(), Some("rust"));
+        assert_eq!((rust.cold_start, rust.gc), (Some(true), None));
+        assert_eq!(rust.rss_peak_bytes, Some(41_943_040));
+        assert_eq!((rust.heap, rust.heap_malformed), (None, false));
+        let t = rust.trace.expect("trace");
+        assert_eq!(
+            (t.reason.as_deref(), t.growth_bytes),
+            (Some("always"), Some(1_048_576))
+        );
+        assert_eq!((t.retained_bytes, t.top.len()), (Some(1_048_576), 0));
     }
 
     #[tokio::test]

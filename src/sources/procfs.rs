@@ -6,44 +6,8 @@
 
 use std::path::Path;
 
-/// Memory figures of one process, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProcMemory {
-    /// `VmRSS`: resident set size now.
-    pub rss: Option<u64>,
-    /// `VmHWM`: resident set high-water mark (since start, or since the last `clear_refs` reset).
-    pub hwm: Option<u64>,
-    /// `RssAnon`: resident anonymous memory (heap, arenas, native buffers; no file pages).
-    pub anon: Option<u64>,
-}
-
-/// Parses the text of a `/proc/<pid>/status` file. Lines that do not parse are skipped.
-pub fn parse_status(text: &str) -> ProcMemory {
-    let mut m = ProcMemory::default();
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let slot = match key {
-            "VmRSS" => &mut m.rss,
-            "VmHWM" => &mut m.hwm,
-            "RssAnon" => &mut m.anon,
-            _ => continue,
-        };
-        *slot = parse_kb(rest);
-    }
-    m
-}
-
-/// `"   61234 kB"` → bytes. The kernel always writes kB; anything else is rejected.
-fn parse_kb(field: &str) -> Option<u64> {
-    let mut it = field.split_whitespace();
-    let n: u64 = it.next()?.parse().ok()?;
-    match (it.next(), it.next()) {
-        (Some("kB"), None) => n.checked_mul(1024),
-        _ => None,
-    }
-}
+/// The status parser is the protocol crate's, shared with the Rust layer.
+pub use lmp_protocol::status::{parse_status, ProcMemory};
 
 /// Reads and parses a status file; `None` when it cannot be read (process gone, no permission).
 pub fn read_status(path: &Path) -> Option<ProcMemory> {
@@ -95,40 +59,6 @@ pub fn read_self() -> Option<ProcMemory> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/proc")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
-
-    #[test]
-    fn parses_a_real_status_file() {
-        let m = parse_status(&fixture("status_python.txt"));
-        assert_eq!(m.rss, Some(61_340 * 1024));
-        assert_eq!(m.hwm, Some(75_112 * 1024));
-        assert!(m.anon.is_some_and(|a| a <= m.rss.unwrap_or(0)), "{m:?}");
-    }
-
-    #[test]
-    fn kernel_thread_status_has_no_memory_lines() {
-        let m = parse_status(&fixture("status_kthread.txt"));
-        assert_eq!(m, ProcMemory::default());
-    }
-
-    #[test]
-    fn malformed_lines_are_skipped_not_fatal() {
-        let m = parse_status(&fixture("status_malformed.txt"));
-        // VmHWM has a bad unit, VmRSS is a valid line after garbage.
-        assert_eq!(m.hwm, None);
-        assert_eq!(m.rss, Some(1024));
-        assert_eq!(parse_status(""), ProcMemory::default());
-        assert_eq!(
-            parse_status("VmRSS:\nVmHWM: 99999999999999999999999 kB"),
-            ProcMemory::default()
-        );
-    }
 
     #[test]
     fn udp_drops_are_read_for_the_intake_port_only() {

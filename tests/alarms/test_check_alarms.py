@@ -73,3 +73,41 @@ def test_a_tolerated_gap_warns_and_says_when_it_is_gone(tmp_path):
     done = check(tmp_path, "both", "--tolerate-unpublished", "FunctionVersion")
     assert done.returncode == 1
     assert "not an LMP_DIMENSIONS value" in done.stderr
+
+
+def tables(root: Path) -> subprocess.CompletedProcess:
+    """`--tables-only` on a source tree: plain Python, no template and no extension."""
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "check-alarms.py"),
+            "--tables-only",
+            "--root",
+            str(root),
+            "--readme",
+            str(root / "README.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_rust_layers_fallback_metrics_must_be_in_the_readme_table(tmp_path):
+    done = tables(ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "holds the Rust layer's 7" in done.stdout
+    for rel in ("README.md", "src/metrics.rs", "rust-layer/src/record.rs"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((ROOT / rel).read_text())
+    record = tmp_path / "rust-layer/src/record.rs"
+    text = record.read_text()
+    record.write_text(
+        text.replace('("ColdStart", Unit::Count,', '("ColdStarts", Unit::Count,').replace(
+            '("Duration", Unit::Milliseconds,', '("Duration", Unit::Bytes,'
+        )
+    )
+    done = tables(tmp_path)
+    assert done.returncode == 1
+    assert "metric ColdStarts is not in the README table" in done.stderr
+    assert "metric Duration in Bytes, the README table says Milliseconds" in done.stderr
