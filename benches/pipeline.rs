@@ -4,6 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use lambda_memory_profiler::config::DimensionSet;
+use lambda_memory_profiler::config::StorageResolution;
 use lambda_memory_profiler::invocation::{InvocationProfile, Join, JoinConfig, SourceEvent};
 use lambda_memory_profiler::metrics::{profile_datums, Datum, Dimensions};
 use lambda_memory_profiler::sinks::{cloudwatch, emf};
@@ -187,10 +188,22 @@ fn bench_sinks(c: &mut Criterion) {
         })
     });
     g.bench_function("cloudwatch_pack_and_batch_1000", |b| {
-        b.iter(|| cloudwatch::batches(cloudwatch::pack(black_box(&datums), 60), &dims))
+        b.iter(|| {
+            cloudwatch::batches(
+                cloudwatch::pack(black_box(&datums), StorageResolution::Standard),
+                &dims,
+            )
+        })
     });
     g.bench_function("emf_render_1000", |b| {
-        b.iter(|| emf::lines("LambdaMemoryProfiler", &dims, black_box(&datums), 60))
+        b.iter(|| {
+            emf::lines(
+                "LambdaMemoryProfiler",
+                &dims,
+                black_box(&datums),
+                StorageResolution::Standard,
+            )
+        })
     });
     g.finish();
 }

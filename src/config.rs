@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub use lmp_protocol::StorageResolution;
+
 /// Where metric data go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
@@ -73,7 +75,7 @@ pub struct Config {
     /// `LMP_TELEMETRY_TIMEOUT_MS`: Telemetry API buffering timeout (25..=30000). Default 50.
     pub telemetry_timeout_ms: u32,
     /// `LMP_STORAGE_RESOLUTION`: 60 (default) or 1 (high-resolution metrics, billed higher).
-    pub storage_resolution: u8,
+    pub storage_resolution: StorageResolution,
     /// `LMP_SHUTDOWN_MARGIN_MS`: time kept free before SHUTDOWN's deadline. Default 300.
     pub shutdown_margin: Duration,
     /// `LMP_END_FLUSH_BUDGET_MS`: how long an `end` flush may hold an invocation (billed time)
@@ -108,7 +110,7 @@ impl Default for Config {
             pending_timeout: Duration::from_millis(2000),
             buffer_max: 10_000,
             telemetry_timeout_ms: 50,
-            storage_resolution: 60,
+            storage_resolution: StorageResolution::Standard,
             shutdown_margin: Duration::from_millis(300),
             end_flush_budget: Duration::from_millis(100),
             log_level: tracing::Level::INFO,
@@ -296,7 +298,7 @@ fn default_text(var: &str) -> String {
         "LMP_PENDING_TIMEOUT_MS" => d.pending_timeout.as_millis().to_string(),
         "LMP_BUFFER_MAX" => d.buffer_max.to_string(),
         "LMP_TELEMETRY_TIMEOUT_MS" => d.telemetry_timeout_ms.to_string(),
-        "LMP_STORAGE_RESOLUTION" => d.storage_resolution.to_string(),
+        "LMP_STORAGE_RESOLUTION" => d.storage_resolution.seconds().to_string(),
         "LMP_SHUTDOWN_MARGIN_MS" => d.shutdown_margin.as_millis().to_string(),
         "LMP_END_FLUSH_BUDGET_MS" => d.end_flush_budget.as_millis().to_string(),
         "LMP_LOG_LEVEL" => d.log_level.to_string().to_ascii_lowercase(),
@@ -344,12 +346,11 @@ pub fn parse_dimensions(v: &str) -> Result<DimensionSet, String> {
 }
 
 /// CloudWatch storage resolution in seconds: 1 or 60.
-pub fn parse_storage_resolution(v: &str) -> Result<u8, String> {
-    match v {
-        "1" => Ok(1),
-        "60" => Ok(60),
-        _ => Err("expected 1 or 60".into()),
-    }
+pub fn parse_storage_resolution(v: &str) -> Result<StorageResolution, String> {
+    v.parse()
+        .ok()
+        .and_then(StorageResolution::from_seconds)
+        .ok_or_else(|| "expected 1 or 60".into())
 }
 
 /// The decorator's spelling of a boolean (`_config._parse_bool`), so one variable means the same
@@ -444,7 +445,7 @@ mod tests {
         assert_eq!(c.pending_timeout, Duration::from_millis(500));
         assert_eq!(c.buffer_max, 2000);
         assert_eq!(c.telemetry_timeout_ms, 25);
-        assert_eq!(c.storage_resolution, 1);
+        assert_eq!(c.storage_resolution, StorageResolution::High);
         assert_eq!(c.shutdown_margin, Duration::from_millis(150));
         assert_eq!(c.end_flush_budget, Duration::from_millis(250));
         assert_eq!(c.log_level, tracing::Level::DEBUG);

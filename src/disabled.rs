@@ -21,7 +21,7 @@ pub async fn run(mut client: ExtensionClient, name: &str) -> anyhow::Result<()> 
             Ok(_) => failures = 0,
             Err(e) => {
                 if failures == 0 {
-                    tracing::warn!(error = %e, "event/next failed; retrying");
+                    tracing::warn!(error = %crate::error_chain(&e), "event/next failed; retrying");
                 }
                 failures = failures.saturating_add(1);
                 tokio::time::sleep(Duration::from_millis(50 << failures.min(5))).await;

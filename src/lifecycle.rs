@@ -17,10 +17,22 @@ const ID_HEADER: &str = "Lambda-Extension-Identifier";
 
 #[derive(Debug, Error)]
 pub enum LifecycleError {
-    #[error("request failed: {0}")]
-    Http(String),
+    /// The request could not be built (a header the API would not take).
+    #[error("request not built")]
+    Request(#[source] hyper::http::Error),
+    /// The request or its response failed in transit (connection refused, reset, ...).
+    #[error("request failed")]
+    Http(#[source] hyper_util::client::legacy::Error),
+    /// The response body could not be read.
+    #[error("response body not read")]
+    ReadBody(#[source] hyper::Error),
+    /// The API answered with a status other than success.
     #[error("unexpected status {0}: {1}")]
     Status(u16, String),
+    /// The body is not the JSON the API documents.
+    #[error("bad response")]
+    Json(#[source] serde_json::Error),
+    /// The body or headers lack what the API documents.
     #[error("bad response: {0}")]
     Body(String),
 }
@@ -58,7 +70,7 @@ pub enum Subscription {
 
 /// Parses an `/event/next` body. Event types compare case-insensitively.
 pub fn parse_next(body: &[u8]) -> Result<NextEvent, LifecycleError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| LifecycleError::Body(e.to_string()))?;
+    let v: Value = serde_json::from_slice(body).map_err(LifecycleError::Json)?;
     let ty = v
         .get("eventType")
         .and_then(Value::as_str)
@@ -145,21 +157,15 @@ impl ExtensionClient {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| LifecycleError::Http(e.to_string()))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| LifecycleError::Http(e.to_string()))?;
+        let req = req.body(Full::new(body)).map_err(LifecycleError::Request)?;
+        let resp = self.http.request(req).await.map_err(LifecycleError::Http)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| LifecycleError::Http(e.to_string()))?
+            .map_err(LifecycleError::ReadBody)?
             .to_bytes();
         Ok((status, headers, body))
     }

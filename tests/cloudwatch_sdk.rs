@@ -6,6 +6,7 @@ use aws_sdk_cloudwatch::operation::put_metric_data::{PutMetricDataError, PutMetr
 use aws_sdk_cloudwatch::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use lambda_memory_profiler::config::DimensionSet;
+use lambda_memory_profiler::config::StorageResolution;
 use lambda_memory_profiler::metrics::{Datum, Dimensions, Metric, METRICS};
 use lambda_memory_profiler::sinks::cloudwatch::{self, CloudWatchSink};
 use std::io::Read;
@@ -34,7 +35,7 @@ fn invocations(n: usize, start_ms: u64) -> Vec<Datum> {
 }
 
 fn sink(client: Client) -> CloudWatchSink {
-    CloudWatchSink::new("LMP/Test".into(), dims(), 60).with_client(client)
+    CloudWatchSink::new("LMP/Test".into(), dims(), StorageResolution::Standard).with_client(client)
 }
 
 #[tokio::test]

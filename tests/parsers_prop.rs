@@ -146,7 +146,7 @@ proptest! {
             "requestId": "r", "status": "success",
             "metrics": {"durationMs": duration, "billedDurationMs": duration.ceil(),
                         "memorySizeMB": size, "maxMemoryUsedMB": used.min(size)}}}]);
-        let parsed = parse_batch(batch.to_string().as_bytes()).map_err(TestCaseError::fail)?;
+        let parsed = parse_batch(batch.to_string().as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let Some(TelemetryEvent::Report(r)) = parsed.events.into_iter().next() else {
             return Err(TestCaseError::fail("no report"));
         };

@@ -41,6 +41,40 @@ impl Unit {
     }
 }
 
+/// CloudWatch storage resolution of a metric: how finely its values are aggregated (and billed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageResolution {
+    /// One second (high resolution, billed higher).
+    High,
+    /// Sixty seconds, CloudWatch's standard.
+    #[default]
+    Standard,
+}
+
+impl StorageResolution {
+    /// The value CloudWatch and EMF spell it with (`StorageResolution`): 1 or 60.
+    pub const fn seconds(self) -> u8 {
+        match self {
+            StorageResolution::High => 1,
+            StorageResolution::Standard => 60,
+        }
+    }
+
+    /// The aggregation period in milliseconds.
+    pub const fn period_ms(self) -> u64 {
+        self.seconds() as u64 * 1000
+    }
+
+    /// From its spelling, 1 or 60; anything else is not a resolution CloudWatch has.
+    pub fn from_seconds(seconds: u64) -> Option<StorageResolution> {
+        match seconds {
+            1 => Some(StorageResolution::High),
+            60 => Some(StorageResolution::Standard),
+            _ => None,
+        }
+    }
+}
+
 /// The dimension sets every metric is published under, from the dimensions in order: the first
 /// alone (`{FunctionName}`) always, and all of them too when there are more, so that dashboards
 /// and alarms on `{FunctionName}` keep working when a version dimension is asked for. With no
@@ -60,8 +94,8 @@ pub struct Header<'a> {
     pub timestamp_ms: u64,
     /// Dimension names and values, in order (the first is the one always published alone).
     pub dimensions: &'a [(String, String)],
-    /// `StorageResolution` of every metric: 60, or 1 for high resolution.
-    pub storage_resolution: u8,
+    /// `StorageResolution` of every metric.
+    pub storage_resolution: StorageResolution,
 }
 
 /// One metric of a document and its values.
@@ -90,7 +124,7 @@ pub fn render<'k>(
         .iter()
         .map(|m| {
             json!({"Name": m.name, "Unit": m.unit.as_str(),
-                   "StorageResolution": header.storage_resolution})
+                   "StorageResolution": header.storage_resolution.seconds()})
         })
         .collect();
     let mut doc = Map::new();
@@ -150,7 +184,7 @@ mod tests {
             namespace: "Ns",
             timestamp_ms: 1_764_000_000_123,
             dimensions: &d,
-            storage_resolution: 1,
+            storage_resolution: StorageResolution::High,
         };
         let metrics = [
             Metric {

@@ -14,7 +14,7 @@ pub mod emf;
 pub mod envelope;
 pub mod status;
 
-pub use emf::Unit;
+pub use emf::{StorageResolution, Unit};
 pub use envelope::{parse_envelope, Envelope, EnvelopeError, Kind};
 pub use status::{parse_status, ProcMemory};
 

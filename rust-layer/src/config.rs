@@ -1,7 +1,7 @@
 //! Options of the layer and their `LMP_*` environment defaults (the same variables as the
 //! Python decorator and the extension read).
 
-use lmp_protocol::{DEFAULT_INTAKE_PORT, DEFAULT_NAMESPACE};
+use lmp_protocol::{StorageResolution, DEFAULT_INTAKE_PORT, DEFAULT_NAMESPACE};
 use tracing::warn;
 
 /// Which dimensions the fallback EMF line carries.
@@ -25,7 +25,7 @@ pub struct Config {
     /// `LMP_DIMENSIONS`: `FunctionName` or `FunctionName,FunctionVersion`.
     pub dimensions: Dimensions,
     /// `LMP_STORAGE_RESOLUTION`: 60 or 1.
-    pub storage_resolution: u8,
+    pub storage_resolution: StorageResolution,
 }
 
 impl Default for Config {
@@ -35,7 +35,7 @@ impl Default for Config {
             intake_port: DEFAULT_INTAKE_PORT,
             namespace: DEFAULT_NAMESPACE.to_string(),
             dimensions: Dimensions::FunctionName,
-            storage_resolution: 60,
+            storage_resolution: StorageResolution::Standard,
         }
     }
 }
@@ -83,12 +83,12 @@ fn parse_dimensions(raw: &str) -> Result<Dimensions, &'static str> {
     })
 }
 
-fn parse_resolution(raw: &str) -> Result<u8, &'static str> {
-    match raw.trim() {
-        "60" => Ok(60),
-        "1" => Ok(1),
-        _ => Err("expected 1 or 60"),
-    }
+fn parse_resolution(raw: &str) -> Result<StorageResolution, &'static str> {
+    raw.trim()
+        .parse()
+        .ok()
+        .and_then(StorageResolution::from_seconds)
+        .ok_or("expected 1 or 60")
 }
 
 impl Config {
@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(c.intake_port, 5000);
         assert_eq!(c.namespace, "Mine");
         assert_eq!(c.dimensions, Dimensions::FunctionNameAndVersion);
-        assert_eq!(c.storage_resolution, 1);
+        assert_eq!(c.storage_resolution, StorageResolution::High);
     }
 
     #[test]

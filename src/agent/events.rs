@@ -83,7 +83,7 @@ impl Agent {
             tracing::warn!("sink busy: the decorator's sink settings are not applied yet");
             return;
         }
-        tracing::info!(namespace = %to.namespace, dimensions = ?to.dims.0, storage_resolution = to.storage_resolution, "sink settings from the decorator's arguments");
+        tracing::info!(namespace = %to.namespace, dimensions = ?to.dims.0, storage_resolution = to.storage_resolution.seconds(), "sink settings from the decorator's arguments");
         self.destination = to;
         self.decorator_sink = Some(s);
     }

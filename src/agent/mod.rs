@@ -152,7 +152,7 @@ impl Agent {
                             // Never exit before SHUTDOWN: back off and ask again.
                             st.next_errors = st.next_errors.saturating_add(1);
                             if let Some(s) = st.next_warn.check(Instant::now()) {
-                                tracing::warn!(error = %e, suppressed = s, "event/next failed; retrying");
+                                tracing::warn!(error = %crate::error_chain(&e), suppressed = s, "event/next failed; retrying");
                             }
                             let backoff = 50u64 << st.next_errors.min(5);
                             tokio::time::sleep(Duration::from_millis(backoff)).await;

@@ -138,18 +138,19 @@ pub async fn register_with_retry(
     name: &str,
     events: Events,
 ) -> anyhow::Result<crate::lifecycle::Registration> {
-    let mut last = None;
-    for attempt in 0..3u64 {
+    let mut attempt = 0u64;
+    loop {
         match client.register(name, events).await {
             Ok(r) => return Ok(r),
-            Err(e) => {
-                tracing::warn!(attempt, error = %e, "register failed");
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+            Err(e) if attempt < 2 => {
+                tracing::warn!(attempt, error = %crate::error_chain(&e), "register failed");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
             }
+            // The cause is kept: main logs the whole chain.
+            Err(e) => return Err(anyhow::Error::new(e).context("register failed 3 times")),
         }
     }
-    Err(anyhow::anyhow!("register failed: {last:?}"))
 }
 
 /// Binds the listener and subscribes. `None` when telemetry is unavailable (logged once).
@@ -190,7 +191,7 @@ async fn start_telemetry(
             None
         }
         Err(e) => {
-            tracing::warn!(error = %e, "telemetry subscription failed; decorator data only");
+            tracing::warn!(error = %crate::error_chain(&e), "telemetry subscription failed; decorator data only");
             None
         }
     }

@@ -13,6 +13,7 @@ use aws_sdk_cloudwatch::Client;
 use std::time::Duration;
 
 use super::group;
+use crate::config::StorageResolution;
 use crate::metrics::{Datum, Dimensions, Metric};
 
 /// PutMetricData: datums per request.
@@ -40,7 +41,7 @@ impl Packed {
 
 /// Packs raw values into datums: per metric and period, distinct values with counts, split at
 /// [`MAX_VALUES_PER_DATUM`].
-pub fn pack(datums: &[Datum], storage_resolution: u8) -> Vec<Packed> {
+pub fn pack(datums: &[Datum], storage_resolution: StorageResolution) -> Vec<Packed> {
     let mut out = Vec::new();
     for (bucket, metrics) in group(datums, storage_resolution) {
         for (metric, mut vals) in metrics {
@@ -101,13 +102,21 @@ pub fn batches(packed: Vec<Packed>, dims: &Dimensions) -> Vec<Vec<Packed>> {
 }
 
 /// The datums of one packed figure: one per dimension set.
-fn to_sdk_all(p: &Packed, dims: &Dimensions, storage_resolution: u8) -> Vec<MetricDatum> {
+fn to_sdk_all(
+    p: &Packed,
+    dims: &Dimensions,
+    storage_resolution: StorageResolution,
+) -> Vec<MetricDatum> {
     dims.sets()
         .map(|set| to_sdk(p, set, storage_resolution))
         .collect()
 }
 
-fn to_sdk(p: &Packed, set: &[(String, String)], storage_resolution: u8) -> MetricDatum {
+fn to_sdk(
+    p: &Packed,
+    set: &[(String, String)],
+    storage_resolution: StorageResolution,
+) -> MetricDatum {
     let dimensions = set
         .iter()
         .map(|(k, v)| Dimension::builder().name(k).value(v).build())
@@ -119,7 +128,7 @@ fn to_sdk(p: &Packed, set: &[(String, String)], storage_resolution: u8) -> Metri
         .set_values(Some(p.values.clone()))
         .set_counts(Some(p.counts.clone()))
         .unit(StandardUnit::from(p.metric.unit().as_str()))
-        .storage_resolution(i32::from(storage_resolution))
+        .storage_resolution(i32::from(storage_resolution.seconds()))
         .build()
 }
 
@@ -231,14 +240,14 @@ impl FailureClass {
 pub struct CloudWatchSink {
     namespace: String,
     dims: Dimensions,
-    storage_resolution: u8,
+    storage_resolution: StorageResolution,
     client: Option<Client>,
     /// One warning per failure class per minute, with the number held back.
     warnings: std::collections::HashMap<FailureClass, crate::stats::RateLimiter>,
 }
 
 impl CloudWatchSink {
-    pub fn new(namespace: String, dims: Dimensions, storage_resolution: u8) -> Self {
+    pub fn new(namespace: String, dims: Dimensions, storage_resolution: StorageResolution) -> Self {
         CloudWatchSink {
             namespace,
             dims,
@@ -352,7 +361,7 @@ mod tests {
             d(Metric::Duration, 5.0, 4_000),
             d(Metric::Duration, 5.0, 61_000),
         ];
-        let p = pack(&datums, 60);
+        let p = pack(&datums, StorageResolution::Standard);
         assert_eq!(p.len(), 3);
         let mm = p
             .iter()
@@ -370,7 +379,7 @@ mod tests {
         let datums: Vec<Datum> = (0..400)
             .map(|i| d(Metric::RuntimeRss, i as f64, 0))
             .collect();
-        let p = pack(&datums, 60);
+        let p = pack(&datums, StorageResolution::Standard);
         assert_eq!(p.len(), 3);
         assert!(p.iter().all(|p| p.values.len() <= MAX_VALUES_PER_DATUM));
         assert_eq!(p.iter().map(Packed::value_count).sum::<u64>(), 400);
@@ -411,7 +420,10 @@ mod tests {
 
     #[test]
     fn sdk_datum_carries_unit_dimensions_and_resolution() {
-        let p = &pack(&[d(Metric::MemorySize, 128.0, 120_500)], 1)[0];
+        let p = &pack(
+            &[d(Metric::MemorySize, 128.0, 120_500)],
+            StorageResolution::High,
+        )[0];
         // With a version dimension, every figure goes out under both sets.
         let versioned = Dimensions::new(
             DimensionSet {
@@ -420,7 +432,7 @@ mod tests {
             "orders",
             "7",
         );
-        let both = to_sdk_all(p, &versioned, 1);
+        let both = to_sdk_all(p, &versioned, StorageResolution::High);
         let sets: Vec<Vec<&str>> = both
             .iter()
             .map(|d| d.dimensions().iter().filter_map(|x| x.name()).collect())
@@ -432,8 +444,8 @@ mod tests {
                 vec!["FunctionName", "FunctionVersion"]
             ]
         );
-        assert_eq!(to_sdk_all(p, &dims(), 1).len(), 1);
-        let m = to_sdk(p, &dims().0, 1);
+        assert_eq!(to_sdk_all(p, &dims(), StorageResolution::High).len(), 1);
+        let m = to_sdk(p, &dims().0, StorageResolution::High);
         assert_eq!(m.metric_name(), Some("MemorySize"));
         assert_eq!(m.unit(), Some(&StandardUnit::Megabytes));
         assert_eq!(m.storage_resolution(), Some(1));

@@ -6,6 +6,7 @@ use lmp_protocol::emf::{self as doc, Header};
 use serde_json::Number;
 
 use super::group;
+use crate::config::StorageResolution;
 use crate::metrics::{Datum, Dimensions};
 
 /// The format's limits are the protocol crate's, beside its renderer.
@@ -17,7 +18,7 @@ pub fn lines(
     namespace: &str,
     dims: &Dimensions,
     datums: &[Datum],
-    storage_resolution: u8,
+    storage_resolution: StorageResolution,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (bucket, metrics) in group(datums, storage_resolution) {
@@ -125,7 +126,7 @@ mod tests {
                 timestamp_ms: 1_764_000_012_345,
             })
             .collect();
-        let lines = lines("NS", &dims(), &datums, 60);
+        let lines = lines("NS", &dims(), &datums, StorageResolution::Standard);
         assert_eq!(lines.len(), 1);
         let v = validate(&lines[0]).unwrap();
         assert_eq!(v["_aws"]["Timestamp"], 1_764_000_000_000u64);
@@ -156,7 +157,7 @@ mod tests {
                 })
             })
             .collect();
-        let lines = lines("NS", &dims(), &datums, 60);
+        let lines = lines("NS", &dims(), &datums, StorageResolution::Standard);
         assert_eq!(lines.len(), 3, "250 values → 100 + 100 + 50");
         let mut total = 0;
         for l in &lines {
@@ -176,8 +177,11 @@ mod tests {
             timestamp_ms: t,
         };
         let datums = [d(0), d(59_999), d(60_000)];
-        assert_eq!(lines("NS", &dims(), &datums, 60).len(), 2);
-        let hi = lines("NS", &dims(), &datums, 1);
+        assert_eq!(
+            lines("NS", &dims(), &datums, StorageResolution::Standard).len(),
+            2
+        );
+        let hi = lines("NS", &dims(), &datums, StorageResolution::High);
         assert_eq!(hi.len(), 3);
         let v = validate(&hi[0]).unwrap();
         assert_eq!(
@@ -196,6 +200,6 @@ mod tests {
         assert!(validate(&too_many).is_err());
         let no_dim = r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"n","Dimensions":[["F"]],"Metrics":[]}]}}"#;
         assert!(validate(no_dim).is_err());
-        assert!(lines("NS", &dims(), &[], 60).is_empty());
+        assert!(lines("NS", &dims(), &[], StorageResolution::Standard).is_empty());
     }
 }

@@ -3,22 +3,19 @@
 pub mod cloudwatch;
 pub mod emf;
 
+use crate::config::StorageResolution;
 use crate::metrics::Datum;
 
 /// Start of the aggregation period a timestamp falls in (1 s or 60 s storage resolution).
-pub fn bucket_ms(timestamp_ms: u64, storage_resolution: u8) -> u64 {
-    let period = if storage_resolution == 1 {
-        1_000
-    } else {
-        60_000
-    };
+pub fn bucket_ms(timestamp_ms: u64, storage_resolution: StorageResolution) -> u64 {
+    let period = storage_resolution.period_ms();
     timestamp_ms - timestamp_ms % period
 }
 
 /// Groups values by (aggregation period, metric), keeping first-seen order of periods.
 pub fn group(
     datums: &[Datum],
-    storage_resolution: u8,
+    storage_resolution: StorageResolution,
 ) -> Vec<(
     u64,
     std::collections::BTreeMap<crate::metrics::Metric, Vec<f64>>,
@@ -61,7 +58,7 @@ pub enum Sink {
     Emf {
         namespace: String,
         dims: Dimensions,
-        storage_resolution: u8,
+        storage_resolution: StorageResolution,
     },
 }
 
@@ -91,7 +88,7 @@ pub struct SinkSettings {
     pub namespace: Option<String>,
     /// `Some(true)`: `FunctionName,FunctionVersion`; `Some(false)`: `FunctionName`.
     pub function_version: Option<bool>,
-    pub storage_resolution: Option<u8>,
+    pub storage_resolution: Option<StorageResolution>,
     /// Fields no rule takes, as `field="value" (reason)`: logged, never applied.
     pub rejected: Vec<String>,
 }
@@ -110,7 +107,7 @@ impl SinkSettings {
 pub struct Destination {
     pub namespace: String,
     pub dims: Dimensions,
-    pub storage_resolution: u8,
+    pub storage_resolution: StorageResolution,
 }
 
 /// Commands for the sink worker.

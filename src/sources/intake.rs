@@ -447,7 +447,10 @@ mod tests {
         .unwrap();
         assert_eq!(all.namespace.as_deref(), Some("Team/Mem"));
         assert_eq!(all.function_version, Some(true));
-        assert_eq!(all.storage_resolution, Some(1));
+        assert_eq!(
+            all.storage_resolution,
+            Some(crate::config::StorageResolution::High)
+        );
         assert!(all.rejected.is_empty());
         // Each bad field is named and left out; the good ones stay.
         let some = hello(
@@ -741,7 +744,7 @@ mod tests {
             Some(SinkSettings {
                 namespace: Some("Team/Checkout".into()),
                 function_version: Some(true),
-                storage_resolution: Some(1),
+                storage_resolution: Some(crate::config::StorageResolution::High),
                 rejected: Vec::new(),
             })
         );

@@ -79,10 +79,21 @@ pub struct ParsedBatch {
     pub invalid: usize,
 }
 
+/// Why a telemetry batch was not used (answered 200 all the same, counted).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The body is not JSON.
+    #[error("batch is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not the array of records the Telemetry API sends.
+    #[error("batch is not a JSON array")]
+    NotAnArray,
+}
+
 /// Parses a batch body. `Err` only when the body is not a JSON array.
-pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let items = v.as_array().ok_or("batch is not a JSON array")?;
+pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
+    let v: Value = serde_json::from_slice(body).map_err(BatchError::NotJson)?;
+    let items = v.as_array().ok_or(BatchError::NotAnArray)?;
     let mut out = ParsedBatch::default();
     for item in items {
         match parse_item(item) {
@@ -296,7 +307,11 @@ async fn handle(
         }
         Err(e) => {
             Counters::incr(&state.counters.telemetry_unparsed);
-            warn_limited(&state, &format!("telemetry batch not parsed: {e}")).await;
+            warn_limited(
+                &state,
+                &format!("telemetry batch not parsed: {}", crate::error_chain(&e)),
+            )
+            .await;
         }
     }
     Ok(ok())
