@@ -1,6 +1,8 @@
 //! In-process costs of the extension's hot paths, per record: the intake datagram parser, the
 //! telemetry batch parser, the join, and the sinks (CloudWatch packing/batching, EMF rendering).
 //! Throughputs are per element on one core; `make bench` runs this file.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use lambda_memory_profiler::config::DimensionSet;

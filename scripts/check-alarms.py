@@ -9,7 +9,7 @@ Where each side comes from:
   README's metric table; the Rust layer's fallback EMF line (`EMF_METRICS` of
   rust-layer/src/record.rs) may only use names of that table, with their units;
 - the LMP_DIMENSIONS values: FunctionName with any subset of the other dimension names that
-  src/config.rs accepts (today `FunctionName` and `FunctionName,FunctionVersion`);
+  src/config/values.rs accepts (today `FunctionName` and `FunctionName,FunctionVersion`);
 - the dimension sets: observed, not inferred from the code. The built extension (`--extension`,
   by default the one `sam build` staged) runs once per LMP_DIMENSIONS value and sink against a
   stand-in of the Extensions and Telemetry APIs (register, one INVOKE and its platform.report,
@@ -551,7 +551,10 @@ def main() -> int:
     ap.add_argument("--template", type=Path, default=ROOT / "template.yaml")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     ap.add_argument(
-        "--root", type=Path, default=ROOT, help="the source tree (src/metrics.rs, src/config.rs)"
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="the source tree (src/metrics.rs, src/config/values.rs)",
     )
     ap.add_argument("--extension", type=Path, default=DEFAULT_EXTENSION)
     ap.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
@@ -612,7 +615,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    dim_values = dimension_values(args.root / "src/config.rs")
+    dim_values = dimension_values(args.root / "src/config/values.rs")
     sets = published_sets(args.extension, dim_values)
 
     # Every metric read: (where, namespace, metric, dimensions).

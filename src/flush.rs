@@ -26,6 +26,7 @@ pub struct FlushPolicy {
 }
 
 impl FlushPolicy {
+    /// A policy for `mode` (`LMP_FLUSH`), with no invocation seen yet.
     pub fn new(mode: FlushMode) -> Self {
         FlushPolicy {
             mode,
@@ -33,6 +34,7 @@ impl FlushPolicy {
         }
     }
 
+    /// Records an invocation's start (the INVOKE event), for the adaptive rate.
     pub fn on_invoke(&mut self, now: Instant) {
         self.recent.push_back(now);
         while self.recent.len() > ADAPTIVE_FREQUENT {

@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: `sources` → `invocation` (the join) → `analysis` → `metrics` → `sinks`; `lifecycle`
 //! talks to the Extensions API and `flush` decides when the sinks send.
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod analysis;

@@ -15,6 +15,7 @@ const EXTENSION_API: &str = "2020-01-01/extension";
 const TELEMETRY_API: &str = "2022-07-01/telemetry";
 const ID_HEADER: &str = "Lambda-Extension-Identifier";
 
+/// Why a call to the Extensions or Telemetry API failed.
 #[derive(Debug, Error)]
 pub enum LifecycleError {
     /// The request could not be built (a header the API would not take).
@@ -40,19 +41,27 @@ pub enum LifecycleError {
 /// What `/register` told us about the function.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Registration {
+    /// `functionName` of the response; empty when the body lacks it.
     pub function_name: String,
+    /// `functionVersion` (`$LATEST` or a published number); empty when the body lacks it.
     pub function_version: String,
 }
 
 /// An event from `/event/next`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NextEvent {
+    /// An invocation started.
     Invoke {
+        /// `requestId`: the invocation's id, which records and telemetry are joined on.
         request_id: String,
+        /// `deadlineMs`: when the invocation times out, ms since the Unix epoch; 0 if absent.
         deadline_ms: u64,
     },
+    /// The environment is shutting down: publish and exit before the deadline.
     Shutdown {
+        /// `shutdownReason` lower-cased (`spindown`, `timeout`, `failure`); empty if absent.
         reason: String,
+        /// `deadlineMs`: when Lambda kills the process, ms since the Unix epoch; 0 if absent.
         deadline_ms: u64,
     },
     /// An event type this extension did not register for.
@@ -62,9 +71,11 @@ pub enum NextEvent {
 /// Outcome of the telemetry subscription.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Subscription {
+    /// `200`: platform records will be delivered to the listener.
     Active,
     /// `202` (e.g. `Telemetry.NotSupported` under the AWS runtime interface emulator).
     NotSupported(String),
+    /// Any other status, with the response body: logged once, decorator data only.
     Refused(u16, String),
 }
 

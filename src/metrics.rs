@@ -16,9 +16,13 @@ pub use lmp_protocol::Unit;
 /// One row of the metric table.
 #[derive(Debug)]
 pub struct MetricDef {
+    /// The CloudWatch metric name (the [`Metric`] variant's name).
     pub name: &'static str,
+    /// The CloudWatch unit its values are published with.
     pub unit: Unit,
+    /// Where the figure comes from (`platform.report`, the decorator, `/proc`, the analysis).
     pub source: &'static str,
+    /// What the figure means, as the README's metric table says.
     pub meaning: &'static str,
 }
 
@@ -26,7 +30,15 @@ macro_rules! metric_table {
     ($($id:ident, $unit:ident, $source:literal, $meaning:literal;)*) => {
         /// Every metric the extension publishes (the README's metric table).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Metric { $($id),* }
+        pub enum Metric {
+            $(
+                #[doc = concat!(
+                    "`", stringify!($id), "` (", stringify!($unit), ", from `", $source, "`): ",
+                    $meaning, "."
+                )]
+                $id
+            ),*
+        }
 
         /// The table, in [`Metric`] order.
         pub const METRICS: &[MetricDef] = &[
@@ -34,6 +46,7 @@ macro_rules! metric_table {
         ];
 
         impl Metric {
+            /// Every metric, in table order (index `i` is the row `METRICS[i]`).
             pub const ALL: &'static [Metric] = &[$(Metric::$id),*];
         }
     };
@@ -81,15 +94,18 @@ impl Metric {
         value.is_finite() && value.abs() <= MAX_VALUE && (self.signed() || value >= 0.0)
     }
 
+    /// This metric's row of [`METRICS`].
     pub fn def(self) -> &'static MetricDef {
         // ok: METRICS is generated from the same list as the enum, so every index exists.
         &METRICS[self as usize]
     }
 
+    /// The CloudWatch metric name, e.g. `MaxMemoryUsed`.
     pub fn name(self) -> &'static str {
         self.def().name
     }
 
+    /// The CloudWatch unit its values are in.
     pub fn unit(self) -> Unit {
         self.def().unit
     }
@@ -98,8 +114,11 @@ impl Metric {
 /// One value of one metric at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Datum {
+    /// Which metric the value is of.
     pub metric: Metric,
+    /// The value, in the metric's [`Metric::unit`].
     pub value: f64,
+    /// Epoch milliseconds: when the invocation was first seen, or the flush for self-metrics.
     pub timestamp_ms: u64,
 }
 
@@ -256,6 +275,7 @@ pub fn self_datums(extension_rss: Option<u64>, dropped: u64, timestamp_ms: u64) 
     v
 }
 
+/// The `{"lmp":"top_sites",...}` log line of [`top_sites_line`].
 #[derive(Serialize)]
 struct TopSitesLine<'a> {
     lmp: &'static str,

@@ -6,12 +6,20 @@ use std::time::{Duration, Instant};
 /// Why a record was dropped. Every drop is counted; the sum is the `RecordsDropped` metric.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Intake datagrams dropped: not JSON, or not a valid record (no `v`/`kind`, bad field type).
     pub intake_malformed: AtomicU64,
+    /// Intake datagrams dropped for exceeding the 16,384-byte limit.
     pub intake_oversized: AtomicU64,
+    /// Intake datagrams dropped for another protocol version `v` or an unknown `kind`.
     pub intake_unknown_version: AtomicU64,
+    /// Intake records accepted (`hello` and `invocation`); not a drop.
     pub intake_received: AtomicU64,
+    /// Telemetry batches whose body could not be read or parsed, plus unusable items in
+    /// parsed batches.
     pub telemetry_unparsed: AtomicU64,
+    /// Telemetry events taken from parsed batches; not a drop.
     pub telemetry_received: AtomicU64,
+    /// Events of either source lost because the channel to the join was full.
     pub events_channel_full: AtomicU64,
     /// Records and telemetry events for request ids that no INVOKE event named.
     pub records_untrusted: AtomicU64,
@@ -25,6 +33,8 @@ pub struct Counters {
     intake_port: AtomicU64,
     /// Profiles pushed out of a full join table (still published, flagged partial).
     pub profiles_evicted: AtomicU64,
+    /// Metric values lost: buffer full, a failed request, the sink's queue full, or left
+    /// unsent at SHUTDOWN's deadline.
     pub datums_dropped: AtomicU64,
     /// Metric values the sink holds, buffered or in a request not yet answered.
     pub values_pending: AtomicU64,
@@ -35,10 +45,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds one to the counter `c`.
     pub fn incr(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n` to the counter `c`.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
@@ -92,11 +104,14 @@ impl Counters {
 #[derive(Debug)]
 pub struct RateLimiter {
     period: Duration,
+    /// When the last warning was let through; `None` before the first.
     last: Option<Instant>,
+    /// Warnings held back since the last one let through.
     suppressed: u64,
 }
 
 impl RateLimiter {
+    /// A limiter letting one warning through per `period` (the first at once).
     pub fn new(period: Duration) -> Self {
         RateLimiter {
             period,

@@ -10,6 +10,8 @@
 //!   `RssAnon` for the native leak).
 //! - Growing sites name the function's own line; `InvocationsToOutOfMemory` is within ±20% of
 //!   the number of invocations after which the emulator really killed the function.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! SDK-level tests of the CloudWatch sink, without a server: the real SDK client with a mocked
 //! transport (`aws-smithy-mocks`) or a request-capturing HTTP client.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_sdk_cloudwatch::config::{Credentials, Region};
 use aws_sdk_cloudwatch::operation::put_metric_data::{PutMetricDataError, PutMetricDataOutput};

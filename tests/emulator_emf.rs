@@ -1,6 +1,8 @@
 //! The built extension under the project's Lambda emulator with a real awslambdaric runtime and
 //! the real decorator, `LMP_SINK=emf`: the metrics for each invocation appear on the extension's
 //! stdout as valid EMF lines with the platform's and the decorator's values.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

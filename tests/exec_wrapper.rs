@@ -3,6 +3,8 @@
 //! wrapper like Lambda, with the real awslambdaric runtime, the real decorator package and the real
 //! extension. An undecorated handler gets the decorator's figures; handler faults reach the
 //! Runtime API as without the wrapper; a decorated handler is measured once.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

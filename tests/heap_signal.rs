@@ -11,6 +11,8 @@
 //!   10 KiB per invocation is flagged over every seed, full bounded caches are not, rising
 //!   resident memory with a flat heap is not, and a sampler restart (new epoch) starts a new
 //!   history.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! emulator with the real runtime client and decorator. Exactly its real invocations are
 //! published, complete, every value in range, and `RecordsDropped` adds up to what was sent
 //! and not joined (the kernel's own drops included).
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

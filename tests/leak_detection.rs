@@ -2,6 +2,8 @@
 //! by the extension's analysis within 50 warm invocations, naming a site in the example's code, and
 //! their fixed twins are not flagged over 200 invocations. Real awslambdaric, real decorator,
 //! real extension binary, `LMP_SINK=emf` (the verdicts are read from its stdout).
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

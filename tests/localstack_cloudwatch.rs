@@ -1,6 +1,8 @@
 //! The built extension under the emulator (real awslambdaric, real decorator) publishing to
 //! LocalStack as CloudWatch with the default sink and flush mode; the metrics are read back with
 //! GetMetricData and compared with what the platform reported for those invocations.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -5,6 +5,8 @@
 //!
 //! `make test` runs the default 256 cases per property; `make fuzz` runs each for 1,000,000
 //! (`PROPTEST_CASES=1000000`).
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lambda_memory_profiler::config::Config;
 use lambda_memory_profiler::invocation::SourceEvent;

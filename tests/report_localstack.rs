@@ -7,6 +7,8 @@
 //! invocations, verdicts, sites, OOMs, the right size; its JSON against the documented schema; its
 //! chart parsed as SVG. LocalStack's Logs has StartQuery without `stats`, so this exercises the
 //! FilterLogEvents fallback (the Insights path is tested with a mocked service in `report/tests`).
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 #[path = "../report/tests/support/schema.rs"]

@@ -2,6 +2,8 @@
 //! allocator and layer) under the project's emulator with the real extension, `LMP_SINK=emf`:
 //! the function's heap figures come out of the extension under the same metric names as the
 //! Python decorator's, and the function's results and errors are what the handler returned.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! runtime client and the real decorator, the extension keeps working on the decorator's records
 //! alone, flushes them by SHUTDOWN and exits 0 before the deadline; an `end` flush that waits for
 //! a record does not wait for a runtime that died without sending it.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -10,6 +10,8 @@
 //! (400 ms) sits far below that and far above any scheduling delay of a loaded machine.
 //! The within-1-ms comparison with a do-nothing extension is a benchmark
 //! (`bench/undecorated_wait.py`, BENCHMARKS.md), not a test.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -23,6 +23,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod clock;
 mod config;

@@ -15,7 +15,7 @@ const PASS_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USE
 
 /// Starts `argv` in its own process group with piped stdout/stderr and exactly `env`
 /// (plus a few pass-through variables), inside the sandbox's hosts view when there is one.
-pub fn spawn(
+pub(crate) fn spawn(
     what: &str,
     argv: &[String],
     cwd: Option<&Path>,
@@ -76,7 +76,7 @@ fn command(argv: &[String], cwd: Option<&Path>, env: &[(String, String)]) -> Com
 }
 
 /// Sends `sig` to the process group led by `pid` (and to `pid` itself, in case it left it).
-pub fn signal(pid: u32, sig: i32) {
+pub(crate) fn signal(pid: u32, sig: i32) {
     let Ok(pid) = i32::try_from(pid) else { return };
     if pid <= 0 {
         return;
@@ -89,7 +89,7 @@ pub fn signal(pid: u32, sig: i32) {
 }
 
 /// Resident set size of `pid` in bytes, from `/proc/<pid>/statm` (None if it is gone).
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
     // A zombie (exited, not yet reaped) reads 0: that is no measurement.
@@ -107,7 +107,7 @@ fn page_size() -> u64 {
 }
 
 /// Executable regular files directly in `dir`, sorted by name.
-pub fn executables_in(dir: &Path) -> Result<Vec<PathBuf>, EmulatorError> {
+pub(crate) fn executables_in(dir: &Path) -> Result<Vec<PathBuf>, EmulatorError> {
     use std::os::unix::fs::PermissionsExt;
     let entries = std::fs::read_dir(dir).map_err(|source| EmulatorError::ExtensionsDir {
         path: dir.to_path_buf(),

@@ -17,7 +17,7 @@ const REFRESH_EVERY: u32 = 100;
 
 /// Summed resident memory of one process group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GroupRss {
+pub(crate) struct GroupRss {
     pub bytes: u64,
     /// Processes that had memory (zombies and exited ones excluded).
     pub processes: u32,
@@ -25,7 +25,7 @@ pub struct GroupRss {
 
 /// Caches the process group of every pid seen in `/proc`.
 #[derive(Default)]
-pub struct GroupScanner {
+pub(crate) struct GroupScanner {
     group_of: HashMap<u32, u32>,
     samples: u32,
 }
@@ -33,7 +33,7 @@ pub struct GroupScanner {
 impl GroupScanner {
     /// The RSS of each group led by one of `leaders` (a group's id is its leader's pid). The
     /// leader itself is counted even when it moved to another group.
-    pub fn sample(&mut self, leaders: &[u32]) -> HashMap<u32, GroupRss> {
+    pub(crate) fn sample(&mut self, leaders: &[u32]) -> HashMap<u32, GroupRss> {
         self.samples = self.samples.wrapping_add(1);
         if self.samples.is_multiple_of(REFRESH_EVERY) {
             self.group_of.clear();

@@ -10,12 +10,12 @@ use crate::types::duration_ms;
 use crate::EmulatorConfig;
 
 /// `tracing` of `platform.start`, `platform.runtimeDone` and `platform.report` (a TraceContext).
-pub fn tracing(trace: &str, span_id: &str) -> Value {
+pub(crate) fn tracing(trace: &str, span_id: &str) -> Value {
     json!({"spanId": span_id, "type": "X-Amzn-Trace-Id", "value": trace})
 }
 
 /// `platform.initStart`.
-pub fn init_start(c: &EmulatorConfig) -> Value {
+pub(crate) fn init_start(c: &EmulatorConfig) -> Value {
     let version = c.runtime_version();
     json!({
         "initializationType": "on-demand",
@@ -29,7 +29,7 @@ pub fn init_start(c: &EmulatorConfig) -> Value {
 
 /// `arn:aws:lambda:<region>::runtime:<64 hex digits>`, Lambda's form, derived from the version
 /// so that one version always has one ARN.
-pub fn runtime_version_arn(region: &str, version: &str) -> String {
+pub(crate) fn runtime_version_arn(region: &str, version: &str) -> String {
     // FNV-1a, four rounds with different seeds: a stable digest, not a security property.
     let mut hex = String::with_capacity(64);
     for seed in 0u64..4 {
@@ -44,22 +44,22 @@ pub fn runtime_version_arn(region: &str, version: &str) -> String {
 }
 
 /// `platform.extension`: an extension is ready (it called `/next` for the first time).
-pub fn extension(name: &str, events: &[String]) -> Value {
+pub(crate) fn extension(name: &str, events: &[String]) -> Value {
     json!({"name": name, "state": "Ready", "events": events})
 }
 
 /// `platform.telemetrySubscription` or `platform.logsSubscription` (same fields).
-pub fn subscription(name: &str, types: &[String]) -> Value {
+pub(crate) fn subscription(name: &str, types: &[String]) -> Value {
     json!({"name": name, "state": "Subscribed", "types": types})
 }
 
 /// `platform.start`.
-pub fn start(request_id: &str, tracing: &Value) -> Value {
+pub(crate) fn start(request_id: &str, tracing: &Value) -> Value {
     json!({"requestId": request_id, "version": "$LATEST", "tracing": tracing})
 }
 
 /// How the runtime's answer to one invocation went, for `platform.runtimeDone`.
-pub struct RuntimeDone<'a> {
+pub(crate) struct RuntimeDone<'a> {
     pub request_id: &'a str,
     pub status: &'a str,
     pub error_type: Option<&'a str>,
@@ -74,7 +74,7 @@ pub struct RuntimeDone<'a> {
 }
 
 /// `platform.runtimeDone` with the `responseLatency` and `responseDuration` spans.
-pub fn runtime_done(d: &RuntimeDone<'_>) -> Value {
+pub(crate) fn runtime_done(d: &RuntimeDone<'_>) -> Value {
     let spans = match d.response {
         Some((latency, response_start, transfer)) => json!([
             {"name": "responseLatency", "start": clock::iso8601(d.started), "durationMs": duration_ms(latency)},

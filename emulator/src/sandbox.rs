@@ -27,7 +27,7 @@ pub const SANDBOX_HOST: &str = "sandbox.localdomain";
 const HOSTS: &str = "/etc/hosts";
 
 /// How the emulated processes get a hosts file naming the sandbox.
-pub struct HostsView {
+pub(crate) struct HostsView {
     hook: Option<Arc<Hook>>,
     /// Cleared when a spawn showed that the namespace cannot be created here.
     active: AtomicBool,
@@ -56,7 +56,7 @@ struct UserMaps {
 
 impl HostsView {
     /// A view that changes nothing (disabled by configuration).
-    pub fn off() -> HostsView {
+    pub(crate) fn off() -> HostsView {
         HostsView {
             hook: None,
             active: AtomicBool::new(false),
@@ -67,7 +67,7 @@ impl HostsView {
 
     /// Prepares the view: nothing to do when the host's file already names the sandbox,
     /// otherwise a generated hosts file for the namespace hook.
-    pub fn prepare(enabled: bool) -> HostsView {
+    pub(crate) fn prepare(enabled: bool) -> HostsView {
         if !enabled {
             return HostsView::off();
         }
@@ -99,7 +99,7 @@ impl HostsView {
     }
 
     /// The hook to run in a child before `exec`, while the namespace is known to work.
-    pub fn hook(&self) -> Option<impl FnMut() -> io::Result<()> + Send + Sync + 'static> {
+    pub(crate) fn hook(&self) -> Option<impl FnMut() -> io::Result<()> + Send + Sync + 'static> {
         if !self.active.load(Ordering::SeqCst) {
             return None;
         }
@@ -109,7 +109,7 @@ impl HostsView {
     }
 
     /// A spawn with the hook failed and one without it worked: the namespace is what fails here.
-    pub fn disable(&self, error: &io::Error) {
+    pub(crate) fn disable(&self, error: &io::Error) {
         if self.active.swap(false, Ordering::SeqCst) {
             self.set_warning(&format!(
                 "cannot create a private mount namespace ({error})"
@@ -131,7 +131,7 @@ impl HostsView {
     }
 
     /// The warning, when the processes cannot resolve the sandbox's name.
-    pub fn warning(&self) -> Option<String> {
+    pub(crate) fn warning(&self) -> Option<String> {
         self.warning.lock().ok().and_then(|w| w.clone())
     }
 }
@@ -228,7 +228,7 @@ unsafe fn write_all(path: &CString, data: &[u8]) -> io::Result<()> {
 }
 
 /// Whether a hosts file maps the sandbox's name to a loopback address.
-pub fn names_sandbox(hosts: &str) -> bool {
+pub(crate) fn names_sandbox(hosts: &str) -> bool {
     hosts.lines().any(|line| {
         let line = line.split('#').next().unwrap_or("");
         let mut fields = line.split_whitespace();

@@ -15,14 +15,14 @@ use crate::telemetry::{self, render::render, Msg, Subscription};
 use crate::{EmulatorConfig, ExitInfo, ExtensionStats, OutputSource, TelemetryEvent};
 
 /// An extension's live subscription (Telemetry API or Logs API) and its delivery task's inbox.
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     pub sub: Subscription,
     pub tx: mpsc::UnboundedSender<Msg>,
 }
 
 /// Phase of the current environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// No live environment (before the first init, or after a reset): the next invoke inits.
     Empty,
     Init,
@@ -30,7 +30,7 @@ pub enum Phase {
     ShuttingDown,
 }
 
-pub struct ExtState {
+pub(crate) struct ExtState {
     pub stats: ExtensionStats,
     pub id: String,
     pub spawned_at: Instant,
@@ -47,16 +47,16 @@ pub struct ExtState {
 }
 
 impl ExtState {
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         !self.stats.exit.exited
     }
-    pub fn wants(&self, event: &str) -> bool {
+    pub(crate) fn wants(&self, event: &str) -> bool {
         self.stats.events.iter().any(|e| e == event)
     }
 }
 
 #[derive(Default)]
-pub struct RuntimeState {
+pub(crate) struct RuntimeState {
     pub pid: Option<u32>,
     pub spawned_at: Option<Instant>,
     /// The runtime asked for its first event (init done).
@@ -68,7 +68,7 @@ pub struct RuntimeState {
 }
 
 /// What the runtime reported for the current invocation.
-pub struct Current {
+pub(crate) struct Current {
     pub request_id: String,
     pub response: Option<Vec<u8>>,
     pub error: Option<(String, Vec<u8>)>,
@@ -78,7 +78,7 @@ pub struct Current {
 }
 
 /// The invocation waiting for the runtime's `/next`.
-pub struct Pending {
+pub(crate) struct Pending {
     pub request_id: String,
     pub deadline_ms: u64,
     pub body: Vec<u8>,
@@ -86,7 +86,7 @@ pub struct Pending {
     pub trace: String,
 }
 
-pub struct State {
+pub(crate) struct State {
     pub phase: Phase,
     pub generation: u32,
     pub shutdown_started: Option<Instant>,
@@ -111,7 +111,7 @@ pub struct State {
     pub pending_init: Option<Duration>,
 }
 
-pub struct Shared {
+pub(crate) struct Shared {
     pub config: EmulatorConfig,
     pub state: Mutex<State>,
     pub changed: watch::Sender<u64>,
@@ -121,10 +121,10 @@ pub struct Shared {
     pub scanner: Mutex<GroupScanner>,
 }
 
-pub type SharedRef = Arc<Shared>;
+pub(crate) type SharedRef = Arc<Shared>;
 
 impl Shared {
-    pub fn new(config: EmulatorConfig) -> SharedRef {
+    pub(crate) fn new(config: EmulatorConfig) -> SharedRef {
         let (changed, _) = watch::channel(0);
         let hosts = HostsView::prepare(config.sandbox_hosts);
         Arc::new(Shared {
@@ -154,26 +154,26 @@ impl Shared {
     }
 
     /// Locks the state; a poisoned lock (a panic elsewhere) still yields the data.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Wakes every waiter.
-    pub fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    pub fn watcher(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watcher(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
     /// Emits one telemetry record: kept in order and forwarded to the matching subscribers.
-    pub fn emit(&self, event_type: &str, record: Value) {
+    pub(crate) fn emit(&self, event_type: &str, record: Value) {
         let mut st = self.lock();
         st.emit(event_type, record);
     }
 
-    pub fn function_arn(&self) -> String {
+    pub(crate) fn function_arn(&self) -> String {
         format!(
             "arn:aws:lambda:{}:000000000000:function:{}",
             self.config.region, self.config.function_name
@@ -182,7 +182,7 @@ impl Shared {
 
     /// Samples the RSS of every live process group once (each process with the helpers it
     /// started, like the sandbox's memory limit counts them); returns the summed RSS.
-    pub fn sample_memory(&self) -> u64 {
+    pub(crate) fn sample_memory(&self) -> u64 {
         let (ext_pids, runtime_pid): (Vec<u32>, Option<u32>) = {
             let st = self.lock();
             let exts = st
@@ -222,7 +222,7 @@ impl Shared {
 }
 
 impl State {
-    pub fn emit(&mut self, event_type: &str, record: Value) {
+    pub(crate) fn emit(&mut self, event_type: &str, record: Value) {
         let ev = TelemetryEvent {
             time: clock::iso8601(SystemTime::now()),
             event_type: event_type.to_string(),
@@ -236,12 +236,12 @@ impl State {
         self.telemetry.push(ev);
     }
 
-    pub fn ext_by_id(&mut self, id: &str) -> Option<&mut ExtState> {
+    pub(crate) fn ext_by_id(&mut self, id: &str) -> Option<&mut ExtState> {
         self.extensions.iter_mut().find(|e| e.id == id)
     }
 
     /// Starts (or replaces) the delivery task of an extension's subscription.
-    pub fn subscribe(&mut self, id: &str, sub: Subscription) -> bool {
+    pub(crate) fn subscribe(&mut self, id: &str, sub: Subscription) -> bool {
         let Some(ext) = self.ext_by_id(id) else {
             return false;
         };
@@ -268,14 +268,14 @@ impl State {
         true
     }
 
-    pub fn all_stats(&self) -> Vec<ExtensionStats> {
+    pub(crate) fn all_stats(&self) -> Vec<ExtensionStats> {
         let mut v = self.archived.clone();
         v.extend(self.extensions.iter().map(|e| e.stats.clone()));
         v
     }
 
     /// An extension of the live environment exited on its own before SHUTDOWN.
-    pub fn crashed_extension(&self) -> Option<&ExtState> {
+    pub(crate) fn crashed_extension(&self) -> Option<&ExtState> {
         self.extensions
             .iter()
             .find(|e| e.stats.exit.exited_before_shutdown)
@@ -294,7 +294,7 @@ fn forward(s: &Subscriber, ev: &TelemetryEvent) {
 }
 
 /// `Lambda-Runtime-Trace-Id`-style X-Ray header for a request.
-pub fn trace_id(request_id: &str) -> String {
+pub(crate) fn trace_id(request_id: &str) -> String {
     let secs = clock::epoch_ms(SystemTime::now()) / 1000;
     let hex: String = request_id.chars().filter(|c| *c != '-').take(24).collect();
     let parent: String = request_id
@@ -307,11 +307,11 @@ pub fn trace_id(request_id: &str) -> String {
 }
 
 /// A 16-hex-digit span id, as in the records' `tracing.spanId`.
-pub fn span_id() -> String {
+pub(crate) fn span_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
 }
 
-pub fn invoke_event(request_id: &str, deadline_ms: u64, arn: &str, trace: &str) -> Value {
+pub(crate) fn invoke_event(request_id: &str, deadline_ms: u64, arn: &str, trace: &str) -> Value {
     json!({
         "eventType": "INVOKE",
         "deadlineMs": deadline_ms,
@@ -321,6 +321,6 @@ pub fn invoke_event(request_id: &str, deadline_ms: u64, arn: &str, trace: &str) 
     })
 }
 
-pub fn duration_since(t: Instant) -> Duration {
+pub(crate) fn duration_since(t: Instant) -> Duration {
     Instant::now().saturating_duration_since(t)
 }

@@ -10,20 +10,27 @@ pub enum EmulatorError {
     /// The API server could not bind its address.
     #[error("cannot bind the API server on {addr}: {source}")]
     Bind {
+        /// The loopback address asked for (the configured API address).
         addr: std::net::SocketAddr,
+        /// The bind error (address in use, permission denied, ...).
         source: std::io::Error,
     },
     /// A process (extension or runtime) could not be started.
     #[error("cannot start {what} ({program}): {source}")]
     Spawn {
+        /// Which process: `runtime`, or `extension <file name>`.
         what: String,
+        /// The executable (first word of the command).
         program: String,
+        /// The error from starting it (not found, not executable, ...).
         source: std::io::Error,
     },
     /// The extensions directory (or a layer's) could not be listed.
     #[error("cannot read extensions directory {path}: {source}")]
     ExtensionsDir {
+        /// The directory that could not be listed.
         path: std::path::PathBuf,
+        /// The error from listing it.
         source: std::io::Error,
     },
     /// The configuration is unusable (empty runtime command, zero memory, ...).
@@ -70,6 +77,7 @@ impl InvokeStatus {
 pub struct InvokeOutcome {
     /// `Lambda-Runtime-Aws-Request-Id` of this invocation.
     pub request_id: String,
+    /// How it ended: the `status` of its `platform.runtimeDone` and `platform.report`.
     pub status: InvokeStatus,
     /// The runtime's response body, parsed as JSON (a JSON string when it is not JSON).
     pub response: Option<serde_json::Value>,
@@ -118,6 +126,7 @@ pub struct ExitInfo {
 pub struct ExtensionStats {
     /// File name of the executable (= `Lambda-Extension-Name` it should register with).
     pub name: String,
+    /// Process id of the started executable (leader of its process group); 0 if unknown.
     pub pid: u32,
     /// Environment number: 1 for the first init, +1 after every reset.
     pub generation: u32,
@@ -146,6 +155,7 @@ pub struct ExtensionStats {
     pub subscribed_api: Option<String>,
     /// Error type it posted to `/init/error` or `/exit/error`.
     pub reported_error: Option<String>,
+    /// How the process ended (`exited` false while it still runs).
     pub exit: ExitInfo,
 }
 
@@ -153,8 +163,11 @@ pub struct ExtensionStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShutdownReason {
+    /// A normal end of the environment (the caller's [`crate::Emulator::shutdown`]).
     Spindown,
+    /// The function timed out: the environment is reset.
     Timeout,
+    /// The environment failed (runtime exit, extension crash, out of memory, failed init).
     Failure,
 }
 
@@ -172,6 +185,7 @@ impl ShutdownReason {
 /// Result of [`crate::Emulator::shutdown`].
 #[derive(Debug, Clone, Serialize)]
 pub struct ShutdownReport {
+    /// The reason the SHUTDOWN event carried to the extensions.
     pub reason: ShutdownReason,
     /// Extensions of the environment that was shut down (empty when it was already reset).
     pub extensions: Vec<ExtensionStats>,
@@ -197,8 +211,10 @@ pub struct ShutdownReport {
 pub struct TelemetryEvent {
     /// ISO 8601, UTC, millisecond precision.
     pub time: String,
+    /// The record type (`type` on the wire), e.g. `platform.report`, `platform.runtimeDone`.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The type's payload (`record`), as the Telemetry schema defines it for that type.
     pub record: serde_json::Value,
 }
 
@@ -214,10 +230,13 @@ pub enum OutputSource {
 /// Outcome of an init phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct InitInfo {
+    /// Environment number: 1 for the first init, +1 after every reset.
     pub generation: u32,
     /// `success`, `error` or `failure`, as in `platform.initReport`.
     pub status: String,
+    /// The init error (e.g. `Runtime.ExitError`, `Sandbox.Timedout`); `None` on success.
     pub error_type: Option<String>,
+    /// `platform.initStart` to the runtime's first `/next` (`durationMs` of `initReport`).
     #[serde(serialize_with = "ser_ms")]
     pub duration: Duration,
 }

@@ -1,4 +1,6 @@
 //! The `lambda-emulator run` binary, end to end.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! extension and Telemetry API example, the `lambda-extension` crate's record types), written
 //! anew here from the documented APIs, run end to end against the real runtime.
 //! `make emulator-conformance` runs this file alone.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

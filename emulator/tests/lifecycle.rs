@@ -1,4 +1,6 @@
 //! The emulator against the real `awslambdaric` runtime and real extension processes.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Every example record of docs/protocol.md (`tests/fixtures/protocol/*.json`) has a valid
 //! envelope: within the size limit, an accepted version, the kind its file name says.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lmp_protocol::{parse_envelope, Kind, HEAP_SINCE_VERSION, MAX_DATAGRAM, PROTOCOL_VERSIONS};
 use std::path::PathBuf;

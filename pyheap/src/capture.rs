@@ -42,7 +42,7 @@ unsafe fn position(frame: *mut ffi::PyFrameObject) -> i32 {
 ///
 /// # Safety
 /// With the GIL held; `frame.code` is a live code object.
-pub unsafe fn line_of(frame: &Frame) -> i32 {
+pub(crate) unsafe fn line_of(frame: &Frame) -> i32 {
     #[cfg(Py_3_11)]
     return if frame.line < 0 {
         -1
@@ -58,7 +58,7 @@ pub unsafe fn line_of(frame: &Frame) -> i32 {
 ///
 /// # Safety
 /// Must be called from an allocator hook of the OBJ or MEM domain (or with the GIL held).
-pub unsafe fn stack(out: &mut [Frame], max: usize) -> usize {
+pub(crate) unsafe fn stack(out: &mut [Frame], max: usize) -> usize {
     if finalizing() {
         return 0;
     }
@@ -105,7 +105,7 @@ pub unsafe fn stack(out: &mut [Frame], max: usize) -> usize {
 ///
 /// # Safety
 /// With the GIL held; `frames` came from `stack` and were not kept.
-pub unsafe fn release(frames: &[Frame]) {
+pub(crate) unsafe fn release(frames: &[Frame]) {
     for f in frames {
         ffi::Py_DECREF(f.code as *mut ffi::PyObject);
     }

@@ -22,7 +22,7 @@ use crate::stacks::{Frame, MAX_FRAMES};
 use crate::state::{self, CAPTURING, FILTER, FRAMES, MODE, MODE_ACTIVE, NEVER, REMAINING};
 
 /// The domains wrapped.
-pub const DOMAINS: [PyMemAllocatorDomain; 2] = [
+pub(crate) const DOMAINS: [PyMemAllocatorDomain; 2] = [
     PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
     PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
 ];
@@ -32,9 +32,9 @@ pub const DOMAINS: [PyMemAllocatorDomain; 2] = [
 static PREVIOUS: [AtomicPtr<PyMemAllocatorEx>; 2] =
     [AtomicPtr::new(null_mut()), AtomicPtr::new(null_mut())];
 /// Set by `probe` to learn whether allocations still reach the hook.
-pub static PROBING: AtomicBool = AtomicBool::new(false);
+pub(crate) static PROBING: AtomicBool = AtomicBool::new(false);
 /// Set by the slow path while `PROBING`.
-pub static PROBE_SEEN: AtomicBool = AtomicBool::new(false);
+pub(crate) static PROBE_SEEN: AtomicBool = AtomicBool::new(false);
 
 #[inline(always)]
 fn previous(ctx: *mut c_void) -> &'static PyMemAllocatorEx {
@@ -176,12 +176,12 @@ fn current(domain: PyMemAllocatorDomain) -> PyMemAllocatorEx {
 }
 
 /// Whether the hook is the current allocator of each domain (MEM, OBJ).
-pub fn on_top() -> [bool; 2] {
+pub(crate) fn on_top() -> [bool; 2] {
     [ours(&current(DOMAINS[0]), 0), ours(&current(DOMAINS[1]), 1)]
 }
 
 /// Wraps the domain `slot` of `DOMAINS` (GIL held). False when memory for it cannot be had.
-pub fn install(slot: usize) -> bool {
+pub(crate) fn install(slot: usize) -> bool {
     let Some(&domain) = DOMAINS.get(slot) else {
         return false;
     };
@@ -207,7 +207,7 @@ pub fn install(slot: usize) -> bool {
 
 /// Puts back the previous allocator of domain `slot` if the hook is on top; otherwise the hook
 /// stays in the chain, forwarding only (GIL held). Returns whether it was removed.
-pub fn uninstall(slot: usize) -> bool {
+pub(crate) fn uninstall(slot: usize) -> bool {
     let Some(&domain) = DOMAINS.get(slot) else {
         return false;
     };
@@ -228,7 +228,7 @@ pub fn uninstall(slot: usize) -> bool {
 /// Whether allocations of domain `slot` still reach the hook (someone may have put back an
 /// allocator saved before the hook was installed, e.g. a `tracemalloc.stop()` of a session
 /// started before ours). Forces a sample point and allocates one block (GIL held).
-pub fn reaches(slot: usize) -> bool {
+pub(crate) fn reaches(slot: usize) -> bool {
     let saved = REMAINING.swap(0, Ordering::Relaxed);
     PROBE_SEEN.store(false, Ordering::Relaxed);
     PROBING.store(true, Ordering::Relaxed);

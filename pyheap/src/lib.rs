@@ -9,6 +9,7 @@
 //!
 //! The pure parts (`interval`, `samples`, `stacks`, `profiler`, `state`) have no Python in
 //! them and are unit-tested here; the FFI parts are tested through Python (tests/native).
+#![warn(missing_docs)]
 
 pub mod interval;
 pub mod profiler;

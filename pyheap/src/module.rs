@@ -349,6 +349,6 @@ static mut MODULE: PyModuleDef = PyModuleDef {
 /// # Safety
 /// Called by CPython with the GIL held, once per import.
 #[no_mangle]
-pub unsafe extern "C" fn PyInit__native() -> *mut PyObject {
+pub(crate) unsafe extern "C" fn PyInit__native() -> *mut PyObject {
     ffi::PyModule_Create(addr_of_mut!(MODULE))
 }

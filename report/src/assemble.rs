@@ -14,15 +14,23 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// What one function's report is made from.
 pub struct Inputs<'a> {
+    /// The `FunctionName` the figures were read for.
     pub function: &'a str,
+    /// Log group the log figures came from (named in the note when it is missing).
     pub log_group: &'a str,
+    /// The report's window (the saving's rate falls back to its length).
     pub window: &'a Window,
+    /// What GetMetricData returned for the function.
     pub metrics: &'a MetricFigures,
+    /// The log rows; `None` when the log group does not exist.
     pub logs: Option<&'a LogFacts>,
+    /// Growing sites kept (`--top`).
     pub top: usize,
+    /// USD per GB-second the saving is priced at ([`crate::cli::Args::price`]).
     pub price_per_gb_second: f64,
 }
 
+/// Joins one function's metric figures and log rows into its section of the report.
 pub fn function_report(i: &Inputs<'_>) -> FunctionReport {
     let m = i.metrics;
     let count = |metric, stat| {

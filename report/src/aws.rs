@@ -11,8 +11,11 @@ use std::time::Duration;
 /// CloudWatch and CloudWatch Logs clients sharing one configuration.
 #[derive(Clone, Debug)]
 pub struct Clients {
+    /// Reads the metrics (ListMetrics, GetMetricData).
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// Reads the log lines (Logs Insights, FilterLogEvents).
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Region both clients use, as the report's header names it.
     pub region: String,
 }
 

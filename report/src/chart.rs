@@ -41,6 +41,8 @@ fn esc(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
+/// The SVG document for the whole report: one row per function, memory lines on the left,
+/// growing-site bars on the right.
 pub fn svg(r: &Report) -> String {
     let height = BLOCK * r.functions.len().max(1) as f64 + 20.0;
     let mut out = String::new();

@@ -31,6 +31,7 @@ pub struct Args {
     #[arg(long, value_name = "VERSION")]
     pub function_version: Option<String>,
 
+    /// Output format: text, json (report/schema/report.schema.json) or markdown.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -71,24 +72,35 @@ pub struct Args {
     pub quiet: bool,
 }
 
+/// What `--format` prints on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Plain text, one block per function and one figure per line.
     Text,
+    /// One JSON document following report/schema/report.schema.json.
     Json,
+    /// Markdown tables, for pasting into an issue or a pull request.
     Markdown,
 }
 
+/// Where the per-environment log figures come from (`--logs-engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogsEngine {
+    /// Logs Insights, with FilterLogEvents where the endpoint has no Insights.
     Auto,
+    /// Logs Insights only: an endpoint without it is an error.
     Insights,
+    /// FilterLogEvents only, aggregated by the report (meant for local endpoints).
     Filter,
 }
 
+/// The functions' architecture (`--architecture`): picks the on-demand price of the saving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Architecture {
+    /// x86_64, at Lambda's x86 on-demand price.
     #[value(name = "x86_64")]
     X86_64,
+    /// arm64 (Graviton), at Lambda's lower arm64 price.
     Arm64,
 }
 

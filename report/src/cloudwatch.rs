@@ -19,14 +19,20 @@ use std::collections::{BTreeSet, HashMap};
 
 /// The dimension every datum carries.
 pub const FUNCTION_NAME: &str = "FunctionName";
+/// The optional second dimension (`LMP_DIMENSIONS=FunctionName,FunctionVersion`), matched by
+/// `--function-version`.
 pub const FUNCTION_VERSION: &str = "FunctionVersion";
 
 /// A statistic as GetMetricData names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stat {
+    /// Total of the datums (counts such as `OutOfMemory`, `ColdStart`).
     Sum,
+    /// Number of datums (for `Duration`: invocations).
     SampleCount,
+    /// Largest datum (sizes, peaks, utilization).
     Maximum,
+    /// Smallest datum (`InvocationsToOutOfMemory`).
     Minimum,
 }
 
@@ -85,10 +91,12 @@ pub struct MetricFigures {
 }
 
 impl MetricFigures {
+    /// `stat` of `metric` over the window; `None` when the function published no datum of it.
     pub fn get(&self, metric: Metric, stat: Stat) -> Option<f64> {
         self.values.get(&(metric, stat)).copied()
     }
 
+    /// Records `stat` of `metric` (as [`read`] does; tests build figures with it).
     pub fn set(&mut self, metric: Metric, stat: Stat, value: f64) {
         self.values.insert((metric, stat), value);
     }
@@ -103,8 +111,11 @@ impl MetricFigures {
 /// Which function's metrics: the dimensions of its datums.
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
+    /// The namespace the layer publishes to (`--namespace`).
     pub namespace: &'a str,
+    /// The `FunctionName` dimension's value.
     pub function: &'a str,
+    /// The `FunctionVersion` dimension's value (`--function-version`); `None`: metrics without it.
     pub version: Option<&'a str>,
 }
 

@@ -2,8 +2,10 @@
 
 use thiserror::Error;
 
+/// Why a report could not be made; the message says what to do, and the command exits 1.
 #[derive(Debug, Error)]
 pub enum ReportError {
+    /// The default credential chain yielded none; holds the chain's error and its causes.
     #[error(
         "no AWS credentials found ({0}). The report uses the default credential chain: \
          AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws (including SSO after \
@@ -11,59 +13,94 @@ pub enum ReportError {
     )]
     NoCredentials(String),
 
+    /// Neither `--region`, the environment nor the AWS profile names a region.
     #[error("no AWS region: pass --region or set AWS_REGION (or a region in the AWS profile)")]
     NoRegion,
 
+    /// ListMetrics found no metric at all in the namespace, in that region.
     #[error(
         "namespace {namespace:?} has no metrics in {region} (CloudWatch keeps metric names for two \
          weeks after the last datum): is the layer attached and publishing there (LMP_NAMESPACE), \
          or is it another region (--region) or namespace (--namespace)?"
     )]
-    NoData { namespace: String, region: String },
+    NoData {
+        /// The namespace searched (`--namespace`).
+        namespace: String,
+        /// The region searched.
+        region: String,
+    },
 
+    /// The namespace has metrics, but none with this `FunctionName`.
     #[error(
         "unknown function {function:?}: namespace {namespace:?} has no metrics with \
          FunctionName={function:?}{known}"
     )]
     UnknownFunction {
+        /// The `--function` asked for.
         function: String,
+        /// The namespace searched, which has other functions' metrics.
         namespace: String,
-        /// ", functions seen: a, b" or empty.
+        /// "; functions seen: a, b" (the namespace's other `FunctionName`s) or empty.
         known: String,
     },
 
+    /// No metric has the dimensions asked for: versioned metrics without `--function-version`,
+    /// or none of that version.
     #[error(
         "the metrics of {function:?} carry a FunctionVersion dimension \
          (LMP_DIMENSIONS=FunctionName,FunctionVersion): pass --function-version (seen: {versions})"
     )]
-    VersionedMetrics { function: String, versions: String },
+    VersionedMetrics {
+        /// The `--function` asked for.
+        function: String,
+        /// The `FunctionVersion` values its metrics carry, comma-separated.
+        versions: String,
+    },
 
+    /// The function published no `Duration` datum (no invocation) in the window.
     #[error(
         "function {function:?} published no invocation in the last {since} (namespace \
          {namespace:?}): widen the window (--since 7d)"
     )]
     NoDataInWindow {
+        /// The function without invocations.
         function: String,
+        /// The namespace read.
         namespace: String,
+        /// The `--since` window as humantime writes it (`1day`, `30m`).
         since: String,
     },
 
+    /// An SDK call failed: the endpoint unreachable, access denied, a throttle, a bad request.
     #[error("{operation} failed: {message}")]
     Aws {
+        /// The API operation, e.g. `GetMetricData`.
         operation: &'static str,
+        /// The service's code and message, or the chain of causes ([`describe`]).
         message: String,
     },
 
+    /// A Logs Insights query failed, was cancelled or outlived the deadline, or (with
+    /// `--logs-engine insights`) returned rows without its aggregates.
     #[error("Logs Insights query {name} did not complete: {status}")]
-    QueryFailed { name: &'static str, status: String },
+    QueryFailed {
+        /// The query's [`crate::queries::Query::name`].
+        name: &'static str,
+        /// What happened: the query status (`Failed`, `Cancelled`, …) or what was wrong.
+        status: String,
+    },
 
+    /// The `--chart` file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The `--chart` path.
         path: String,
+        /// What the file system said (no such directory, permission denied, …).
         #[source]
         source: std::io::Error,
     },
 
+    /// The report could not be written to stdout (e.g. a closed pipe).
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
 }

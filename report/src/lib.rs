@@ -6,6 +6,7 @@
 //!
 //! `cloudwatch` reads the metrics, `logs` the per-environment rows of the `queries`,
 //! `assemble` joins them into the `model`, `render` and `chart` print it.
+#![warn(missing_docs)]
 
 pub mod assemble;
 pub mod aws;

@@ -10,8 +10,12 @@
 /// that returns rows without them did not run the query's `stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query {
+    /// `lambda-memory-profiler/<query>`, as errors and notes name it; `template.yaml` inserts the
+    /// function (`lambda-memory-profiler/${Function}/<query>`).
     pub name: &'static str,
+    /// The Logs Insights query text, identical to the template's `QueryString`.
     pub text: &'static str,
+    /// Columns every result row has; rows without them mean the server ignored `stats`.
     pub columns: &'static [&'static str],
 }
 

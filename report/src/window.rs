@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// one period (a multiple of 60 s; of 300 s beyond 15 days and 3600 s beyond 63 days).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// Window start, epoch ms (inclusive).
     pub start_ms: i64,
+    /// Window end, epoch ms (exclusive): now, rounded up to the period granularity.
     pub end_ms: i64,
     /// Bin of the memory series from the logs.
     pub bin_ms: i64,
@@ -21,7 +23,7 @@ const POINTS: i64 = 150;
 
 impl Window {
     /// The `since` before now, the end rounded up to the granularity; `bin` of the memory
-    /// series, or about [`POINTS`] bins per window.
+    /// series, or about 150 bins (`POINTS`) per window.
     pub fn ending_now(since: Duration, bin: Option<Duration>) -> Window {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -29,6 +31,7 @@ impl Window {
         Window::ending_at(now_ms, since, bin)
     }
 
+    /// As [`Window::ending_now`], with now given as `now_ms` (epoch ms).
     pub fn ending_at(now_ms: i64, since: Duration, bin: Option<Duration>) -> Window {
         let since_s = since.as_secs().max(60) as i64;
         let g = granularity_s(since_s) * 1000;
@@ -53,6 +56,7 @@ impl Window {
         }
     }
 
+    /// Length of the window in seconds.
     pub fn seconds(&self) -> i64 {
         (self.end_ms - self.start_ms) / 1000
     }

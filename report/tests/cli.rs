@@ -1,6 +1,8 @@
 //! The binary as a user runs it, with nothing listening: usage errors, no credentials, no region
 //! and an unreachable endpoint each end with exit status 1 or 2 and a sentence that says what to
 //! do, after the progress lines on stderr. Only loopback addresses are used.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

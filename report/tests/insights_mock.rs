@@ -3,6 +3,8 @@
 //! timestamps in epoch milliseconds, `bin()` in `YYYY-MM-DD HH:MM:SS.mmm`, a query that is still
 //! running at the first poll). The report must rank, count and price from those rows, and its JSON
 //! must match the documented schema.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

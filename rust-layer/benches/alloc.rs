@@ -1,4 +1,6 @@
 //! Time added per allocation + free by the counting wrapper, against the system allocator alone.
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

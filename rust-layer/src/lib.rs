@@ -33,11 +33,13 @@
 //!
 //! The figures are process-wide: they assume one invocation at a time (the runtime's default),
 //! and allocations of background threads during an invocation count towards it.
+#![warn(missing_docs)]
 
 pub mod alloc;
 pub mod config;
 pub mod handoff;
 pub mod layer;
+mod measure;
 pub mod procfs;
 pub mod record;
 

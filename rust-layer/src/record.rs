@@ -20,14 +20,20 @@ pub const AGENT: &str = concat!("lambda_memory_profile/", env!("CARGO_PKG_VERSIO
 /// `hello`: sent once per process, before the first invocation record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hello {
+    /// Protocol version: 1 (the layer sends no `heap` object).
     pub v: u64,
+    /// Record kind: `hello`.
     pub kind: &'static str,
+    /// This process's id: the extension reads `/proc/<pid>` and watches it.
     pub pid: u32,
+    /// The sender's runtime: [`RUNTIME`] (`rust`).
     pub runtime: &'static str,
+    /// The sender and its version: [`AGENT`].
     pub agent: &'static str,
 }
 
 impl Hello {
+    /// The `hello` of this process (version 1, no `sink` object).
     pub fn new() -> Self {
         Self {
             // Version 1: the layer has no `heap` object to send.
@@ -68,25 +74,39 @@ pub struct HeapTrace {
     pub heap_blocks_delta: i64,
     /// No allocation sites: the allocator does not walk stacks.
     pub top: [(); 0],
+    /// Sites dropped from `top` for the size limit: always 0 (there are none).
     pub top_truncated: u64,
 }
 
 /// `invocation`: one per invocation, after the handler returned or failed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InvocationRecord {
+    /// Protocol version: 1.
     pub v: u64,
+    /// Record kind: `invocation`.
     pub kind: &'static str,
+    /// The Lambda request id (`context.request_id`), which the extension joins on.
     pub request_id: String,
+    /// This process's id (the extension reads `/proc/<pid>/status` with it).
     pub pid: u32,
+    /// The sender's runtime: [`RUNTIME`] (`rust`).
     pub runtime: &'static str,
+    /// Wall-clock start of the invocation, epoch milliseconds (0.1 ms precision).
     pub start_ms: f64,
+    /// Duration measured by the layer, milliseconds (µs precision); published as `Duration`.
     pub duration_ms: f64,
+    /// First invocation of this process; published as `ColdStart`.
     pub cold_start: bool,
+    /// The handler's `errorType` (its `Diagnostic`, or the panic type the runtime reports);
+    /// `None` on success.
     pub error_type: Option<String>,
     /// `VmRSS` at the end of the invocation (the extension reads its own; the fallback line
     /// publishes this one as `RuntimeRss`).
     pub rss_bytes: Option<u64>,
+    /// `VmHWM` at the end of the invocation, bytes; `None` when `/proc/self/status` is unreadable.
     pub rss_peak_bytes: Option<u64>,
+    /// `invocation` when the peak mark was reset at the start (`/proc/self/clear_refs`), else
+    /// `process` (`rss_peak_bytes` is then the process's lifetime peak).
     pub rss_peak_scope: &'static str,
     /// Live blocks of the counting allocator at the end; `null` without it.
     pub heap_blocks: Option<u64>,

@@ -1,5 +1,7 @@
 //! The layer with the counting allocator installed, records received on a real UDP socket
 //! standing in for the extension (or printed as EMF when nobody listens).
+// Tests and benchmarks may fail loudly on what they set up themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex, MutexGuard};

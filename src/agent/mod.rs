@@ -2,7 +2,7 @@
 //!
 //! `/next` is kept armed as a future so telemetry and intake events are joined while the
 //! extension waits; a flush runs in the sink worker, so a slow sink never delays `/next`.
-//! Start-up is in [`start`], the sources' events in `events`, SHUTDOWN in `shutdown`.
+//! Start-up is in `start`, the sources' events in `events`, SHUTDOWN in `shutdown`.
 
 mod events;
 mod shutdown;

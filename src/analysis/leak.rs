@@ -108,19 +108,24 @@ impl Default for LeakConfig {
 /// The verdict on one series or one environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// The window is not full yet (too few samples, or they do not span it): nothing published.
     NotEnoughData,
+    /// Judged clean, or a standing leak verdict was withdrawn: `LeakSuspected` is 0.
     NoLeak,
+    /// The leak rule held (or a raised verdict still stands): `LeakSuspected` is 1.
     Leak,
 }
 
 /// What one series says.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SeriesAssessment {
+    /// What the raising rule says of the window, before confirmation and hysteresis.
     pub verdict: Verdict,
     /// Theil–Sen slope, series unit per invocation (0 when not enough data).
     pub slope: f64,
     /// Mann–Kendall p-value (1 when not enough data).
     pub p_value: f64,
+    /// Samples in the window (invocations whose record was lost have none).
     pub points: usize,
 }
 
@@ -214,6 +219,7 @@ pub struct LeakObservation {
 /// How the verdict changed with the last observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
+    /// The verdict stands as it was (including every invocation before a window is full).
     Unchanged,
     /// A leak verdict was raised (the rule held for `confirm` invocations).
     Raised,
@@ -224,6 +230,7 @@ pub enum Transition {
 /// The environment's verdict and the figures behind it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LeakReport {
+    /// The environment's verdict: `Leak` while a raised verdict stands.
     pub verdict: Verdict,
     /// Growth of the judged series per invocation (bytes), once a full window is judged.
     pub growth_bytes_per_invoke: Option<f64>,
@@ -261,6 +268,7 @@ impl LeakDetector {
         Self::with_signal(config, Signal::ResidentAnon)
     }
 
+    /// A detector judging `signal`, with an empty history.
     pub fn with_signal(config: LeakConfig, signal: Signal) -> Self {
         Self {
             config,
@@ -276,6 +284,7 @@ impl LeakDetector {
         }
     }
 
+    /// The thresholds it judges with.
     pub fn config(&self) -> &LeakConfig {
         &self.config
     }

@@ -25,6 +25,7 @@ pub struct OomFacts<'a> {
     pub max_memory_used_mb: Option<f64>,
     /// The mark after the last invocation that reported one; `None` for the first.
     pub previous_mark_mb: Option<f64>,
+    /// Configured memory size (`platform.report` `memorySizeMB`); `None` without a report.
     pub memory_size_mb: Option<f64>,
     /// The runtime process's own peak RSS during this invocation (the decorator's figure).
     pub own_peak_mb: Option<f64>,
@@ -41,7 +42,10 @@ pub enum OomCause {
     /// during it.
     ReachedMemoryLimit,
     /// The invocation timed out or failed with its own peak at the limit.
-    FailedAtLimit { utilization: f64 },
+    FailedAtLimit {
+        /// The invocation's own peak as a fraction of the memory size (at least `near_limit`).
+        utilization: f64,
+    },
     /// The handler raised Python's `MemoryError` (an allocation failed inside the runtime).
     PythonMemoryError,
 }

@@ -3,14 +3,17 @@
 
 /// Lambda's memory bounds and step (MB).
 pub const MIN_MEMORY_MB: u32 = 128;
+/// Largest memory size Lambda allows (MB); no recommendation goes above it.
 pub const MAX_MEMORY_MB: u32 = 10_240;
 /// Memory size at which a function gets one full vCPU; CPU share is proportional to memory.
 pub const ONE_VCPU_MB: u32 = 1_769;
 /// Lambda's on-demand price per GB-second (us-east-1), by architecture.
 pub const PRICE_X86_64: f64 = 0.000_016_666_7;
+/// Lambda's on-demand price per GB-second (us-east-1) on arm64 (Graviton), USD.
 pub const PRICE_ARM64: f64 = 0.000_013_333_4;
 const SECONDS_PER_MONTH: f64 = 30.0 * 24.0 * 3600.0;
 
+/// Settings of the right-size recommendation (`LMP_HEADROOM`, `LMP_PRICE_PER_GB_SECOND`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RightSizeConfig {
     /// Fraction added to the observed peak (`LMP_HEADROOM`, default 0.3).
@@ -41,13 +44,16 @@ pub struct Usage {
     pub memory_size_mb: u32,
     /// Invocations seen and the wall-clock span they were seen over.
     pub invocations: u64,
+    /// Seconds from the first to the last invocation seen; 0 after a single invocation.
     pub observed_seconds: f64,
     /// Mean billed duration per invocation.
     pub mean_billed_ms: f64,
 }
 
+/// A recommended memory size and what the change would save (the `right_size` log line).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
+    /// `RecommendedMemorySize`: peak × (1 + headroom), rounded up to a whole MB, in 128–10,240.
     pub recommended_mb: u32,
     /// Invocations per month extrapolated from this environment alone (a lower bound when the
     /// function runs in several environments at once).

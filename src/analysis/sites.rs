@@ -30,7 +30,9 @@ pub struct SiteSample<'a> {
 /// line's, which the report reads.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GrowingSite {
+    /// `file:line` of the newest frame in the function's own code.
     pub site: String,
+    /// `file:line` of the allocating library frame last named for it; `None` (omitted) if none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
     /// The ranking figure, bytes per invocation: weighted bytes per traced invocation (held ×
@@ -129,6 +131,7 @@ fn largest_first(mut sites: Vec<GrowingSite>, n: usize) -> Vec<GrowingSite> {
 pub struct HeapSiteSample<'a> {
     /// `file:line` of the newest frame in the function's own code.
     pub site: &'a str,
+    /// `file:line` of the allocating frame, when it is another (a library's).
     pub via: Option<&'a str>,
     /// Change of the site's estimated live bytes since the previous record.
     pub delta_bytes: i64,
@@ -150,7 +153,7 @@ struct HeapSiteTotals {
 const MAX_SITES_PER_RECORD: usize = 64;
 
 /// The net growth of each site over the last `window` invocations, from the sampler's per-record
-/// changes. Memory is bounded: `window` records of at most [`MAX_SITES_PER_RECORD`] sites.
+/// changes. Memory is bounded: `window` records of at most 64 sites (`MAX_SITES_PER_RECORD`).
 #[derive(Debug, Clone)]
 pub struct HeapSiteGrowth {
     window: u64,
@@ -160,6 +163,7 @@ pub struct HeapSiteGrowth {
 }
 
 impl HeapSiteGrowth {
+    /// Empty totals over the last `window` invocations (`LMP_LEAK_WINDOW`; at least 1).
     pub fn new(window: usize) -> Self {
         Self {
             window: window.max(1) as u64,

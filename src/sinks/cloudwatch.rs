@@ -26,9 +26,13 @@ pub const MAX_VALUES_PER_DATUM: usize = 150;
 /// One datum as sent: distinct values with their counts, for one metric and period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packed {
+    /// The metric; its name and unit come from the `METRICS` table.
     pub metric: Metric,
+    /// Start of the aggregation period, in ms since the Unix epoch (see [`super::bucket_ms`]).
     pub timestamp_ms: u64,
+    /// Distinct values, ascending, at most [`MAX_VALUES_PER_DATUM`]; in the metric's unit.
     pub values: Vec<f64>,
+    /// How many times each of `values` occurred (same length and order).
     pub counts: Vec<f64>,
 }
 
@@ -171,9 +175,13 @@ pub async fn build_client() -> Client {
 /// What one send did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendReport {
+    /// `PutMetricData` requests made (each after the SDK's retries).
     pub requests: u64,
+    /// Requests that still failed after the SDK's retries and timeouts.
     pub failed_requests: u64,
+    /// Raw values (sum of counts) in requests that succeeded.
     pub sent_values: u64,
+    /// Raw values in failed requests: dropped and counted in `RecordsDropped`.
     pub failed_values: u64,
 }
 
@@ -190,6 +198,7 @@ pub enum FailureClass {
     ServerError,
     /// The request was refused (HTTP 4xx other than throttling: credentials, permissions).
     Refused,
+    /// Anything else (a request that could not be built, an unexpected status).
     Other,
 }
 
@@ -224,6 +233,7 @@ impl FailureClass {
         }
     }
 
+    /// The class as the warning's `class` field spells it (`"timeout"`, `"server error"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
@@ -247,6 +257,7 @@ pub struct CloudWatchSink {
 }
 
 impl CloudWatchSink {
+    /// A sink publishing under `namespace` and `dims`; the client is built on the first send.
     pub fn new(namespace: String, dims: Dimensions, storage_resolution: StorageResolution) -> Self {
         CloudWatchSink {
             namespace,

@@ -54,10 +54,15 @@ pub fn print_line(line: &str) {
 
 /// The configured sink.
 pub enum Sink {
+    /// `LMP_SINK=cloudwatch`: `PutMetricData` requests through the AWS SDK.
     CloudWatch(cloudwatch::CloudWatchSink),
+    /// `LMP_SINK=emf`: Embedded Metric Format lines on stdout, which CloudWatch Logs extracts.
     Emf {
+        /// CloudWatch namespace of the lines (`LMP_NAMESPACE`, or the decorator's `namespace=`).
         namespace: String,
+        /// Dimension sets every figure is published under (`LMP_DIMENSIONS`).
         dims: Dimensions,
+        /// Aggregation period of the values: 60 s, or 1 s for high resolution.
         storage_resolution: StorageResolution,
     },
 }
@@ -85,9 +90,11 @@ impl Sink {
 /// the extension's `LMP_*` value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SinkSettings {
+    /// `namespace=`: CloudWatch namespace to publish under; `None` keeps `LMP_NAMESPACE`.
     pub namespace: Option<String>,
     /// `Some(true)`: `FunctionName,FunctionVersion`; `Some(false)`: `FunctionName`.
     pub function_version: Option<bool>,
+    /// `storage_resolution=`: 60 s or 1 s; `None` keeps `LMP_STORAGE_RESOLUTION`.
     pub storage_resolution: Option<StorageResolution>,
     /// Fields no rule takes, as `field="value" (reason)`: logged, never applied.
     pub rejected: Vec<String>,
@@ -105,13 +112,17 @@ impl SinkSettings {
 /// Where the sink publishes: namespace, dimensions and storage resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
+    /// CloudWatch namespace (1–255 ASCII characters).
     pub namespace: String,
+    /// Dimension sets every figure goes out under: `{FunctionName}`, optionally with version.
     pub dims: Dimensions,
+    /// Aggregation period: 60 s (standard) or 1 s (high resolution, billed higher).
     pub storage_resolution: StorageResolution,
 }
 
 /// Commands for the sink worker.
 pub enum Command {
+    /// Metric values to buffer; out-of-range values and those beyond the buffer are dropped.
     Data(Vec<Datum>),
     /// Send everything buffered; the sender (if any) is told when done.
     Flush(Option<oneshot::Sender<()>>),

@@ -29,42 +29,69 @@ const MAX_BODY: usize = 2 * 1024 * 1024;
 /// `platform.report`: the platform's figures for one finished invocation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
+    /// `record.requestId`: the invocation the report is about (never empty).
     pub request_id: String,
+    /// `record.status`: `success`, `failure`, `error` or `timeout`; `None` when absent.
     pub status: Option<String>,
+    /// `record.errorType` (e.g. `Runtime.OutOfMemory`); `None` when the invocation did not fail.
     pub error_type: Option<String>,
+    /// `metrics.durationMs`: the invocation's duration as Lambda measured it, milliseconds.
     pub duration_ms: Option<f64>,
+    /// `metrics.billedDurationMs`: the duration billed, milliseconds.
     pub billed_duration_ms: Option<f64>,
+    /// `metrics.memorySizeMB`: the function's configured memory, megabytes.
     pub memory_size_mb: Option<f64>,
+    /// `metrics.maxMemoryUsedMB`: the environment's memory high-water mark (runtime and
+    /// extensions, never decreasing), megabytes.
     pub max_memory_used_mb: Option<f64>,
+    /// `metrics.initDurationMs`: the init phase's duration, milliseconds; only on a cold start.
     pub init_duration_ms: Option<f64>,
+    /// `metrics.restoreDurationMs`: the snapshot restore's duration (SnapStart), milliseconds;
+    /// `None` for environments not restored from a snapshot.
     pub restore_duration_ms: Option<f64>,
 }
 
 /// `platform.runtimeDone`: the runtime finished (or failed) an invocation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeDone {
+    /// `record.requestId`: the invocation the runtime finished (never empty).
     pub request_id: String,
+    /// `record.status`: `success`, `failure`, `error` or `timeout`; `None` when absent.
     pub status: Option<String>,
+    /// `record.errorType` (e.g. `Runtime.OutOfMemory`); `None` when the runtime did not fail.
     pub error_type: Option<String>,
+    /// `metrics.durationMs`: time the runtime spent on the invocation, milliseconds.
     pub duration_ms: Option<f64>,
 }
 
 /// The telemetry records this extension uses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TelemetryEvent {
+    /// `platform.initStart`: the environment's init phase began.
     InitStart {
+        /// `record.functionName`; `None` when absent.
         function_name: Option<String>,
+        /// `record.functionVersion` (`$LATEST` or a number); `None` when absent.
         function_version: Option<String>,
     },
+    /// `platform.initReport`: the init phase ended.
     InitReport {
+        /// `record.metrics.durationMs`: the init phase's duration, milliseconds.
         duration_ms: Option<f64>,
     },
+    /// `platform.start`: an invocation began.
     Start {
+        /// `record.requestId` (never empty).
         request_id: String,
     },
+    /// `platform.runtimeDone`: the runtime answered (or failed) an invocation.
     RuntimeDone(RuntimeDone),
+    /// `platform.report`: the platform's figures for a finished invocation.
     Report(Report),
+    /// `platform.logsDropped`: Lambda dropped telemetry records this extension did not take in
+    /// time.
     LogsDropped {
+        /// `record.droppedRecords`: how many were dropped; `None` when absent.
         dropped_records: Option<u64>,
     },
 }
@@ -72,6 +99,7 @@ pub enum TelemetryEvent {
 /// What came out of one batch.
 #[derive(Debug, Default, PartialEq)]
 pub struct ParsedBatch {
+    /// The records this extension uses, in the order of the batch.
     pub events: Vec<TelemetryEvent>,
     /// Well-formed records of types this extension does not use (function logs, new types, ...).
     pub skipped: usize,
@@ -92,47 +120,53 @@ pub enum BatchError {
 
 /// Parses a batch body. `Err` only when the body is not a JSON array.
 pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
-    let v: Value = serde_json::from_slice(body).map_err(BatchError::NotJson)?;
-    let items = v.as_array().ok_or(BatchError::NotAnArray)?;
-    let mut out = ParsedBatch::default();
+    let parsed: Value = serde_json::from_slice(body).map_err(BatchError::NotJson)?;
+    let items = parsed.as_array().ok_or(BatchError::NotAnArray)?;
+    let mut batch = ParsedBatch::default();
     for item in items {
         match parse_item(item) {
-            Item::Event(e) => out.events.push(e),
-            Item::Skipped => out.skipped += 1,
-            Item::Invalid => out.invalid += 1,
+            Item::Event(event) => batch.events.push(event),
+            Item::Skipped => batch.skipped += 1,
+            Item::Invalid => batch.invalid += 1,
         }
     }
-    Ok(out)
+    Ok(batch)
 }
 
+/// What one item of a batch turned out to be.
 enum Item {
     Event(TelemetryEvent),
     Skipped,
     Invalid,
 }
 
-fn s(v: &Value, k: &str) -> Option<String> {
-    v.get(k).and_then(Value::as_str).map(str::to_string)
+/// The string field `key` of `object`; `None` when absent or not a string.
+fn string_field(object: &Value, key: &str) -> Option<String> {
+    object.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-fn f(v: &Value, k: &str) -> Option<f64> {
-    v.get(k).and_then(Value::as_f64).filter(|x| x.is_finite())
+/// The number field `key` of `object`; `None` when absent, not a number, or not finite.
+fn finite_number_field(object: &Value, key: &str) -> Option<f64> {
+    object
+        .get(key)
+        .and_then(Value::as_f64)
+        .filter(|number| number.is_finite())
 }
 
 fn parse_item(item: &Value) -> Item {
-    let Some(ty) = item.get("type").and_then(Value::as_str) else {
+    let Some(record_type) = item.get("type").and_then(Value::as_str) else {
         return Item::Invalid;
     };
-    let rec = item.get("record").unwrap_or(&Value::Null);
-    let metrics = rec.get("metrics").unwrap_or(&Value::Null);
-    let request_id = || s(rec, "requestId").filter(|r| !r.is_empty());
-    let ev = match ty {
+    let record = item.get("record").unwrap_or(&Value::Null);
+    let metrics = record.get("metrics").unwrap_or(&Value::Null);
+    let request_id = || string_field(record, "requestId").filter(|id| !id.is_empty());
+    let event = match record_type {
         "platform.initStart" => TelemetryEvent::InitStart {
-            function_name: s(rec, "functionName"),
-            function_version: s(rec, "functionVersion"),
+            function_name: string_field(record, "functionName"),
+            function_version: string_field(record, "functionVersion"),
         },
         "platform.initReport" => TelemetryEvent::InitReport {
-            duration_ms: f(metrics, "durationMs"),
+            duration_ms: finite_number_field(metrics, "durationMs"),
         },
         "platform.start" => match request_id() {
             Some(request_id) => TelemetryEvent::Start { request_id },
@@ -141,32 +175,32 @@ fn parse_item(item: &Value) -> Item {
         "platform.runtimeDone" => match request_id() {
             Some(request_id) => TelemetryEvent::RuntimeDone(RuntimeDone {
                 request_id,
-                status: s(rec, "status"),
-                error_type: s(rec, "errorType"),
-                duration_ms: f(metrics, "durationMs"),
+                status: string_field(record, "status"),
+                error_type: string_field(record, "errorType"),
+                duration_ms: finite_number_field(metrics, "durationMs"),
             }),
             None => return Item::Invalid,
         },
         "platform.report" => match request_id() {
             Some(request_id) => TelemetryEvent::Report(Report {
                 request_id,
-                status: s(rec, "status"),
-                error_type: s(rec, "errorType"),
-                duration_ms: f(metrics, "durationMs"),
-                billed_duration_ms: f(metrics, "billedDurationMs"),
-                memory_size_mb: f(metrics, "memorySizeMB"),
-                max_memory_used_mb: f(metrics, "maxMemoryUsedMB"),
-                init_duration_ms: f(metrics, "initDurationMs"),
-                restore_duration_ms: f(metrics, "restoreDurationMs"),
+                status: string_field(record, "status"),
+                error_type: string_field(record, "errorType"),
+                duration_ms: finite_number_field(metrics, "durationMs"),
+                billed_duration_ms: finite_number_field(metrics, "billedDurationMs"),
+                memory_size_mb: finite_number_field(metrics, "memorySizeMB"),
+                max_memory_used_mb: finite_number_field(metrics, "maxMemoryUsedMB"),
+                init_duration_ms: finite_number_field(metrics, "initDurationMs"),
+                restore_duration_ms: finite_number_field(metrics, "restoreDurationMs"),
             }),
             None => return Item::Invalid,
         },
         "platform.logsDropped" => TelemetryEvent::LogsDropped {
-            dropped_records: rec.get("droppedRecords").and_then(Value::as_u64),
+            dropped_records: record.get("droppedRecords").and_then(Value::as_u64),
         },
         _ => return Item::Skipped,
     };
-    Item::Event(ev)
+    Item::Event(event)
 }
 
 /// The address to bind: the one `sandbox.localdomain` names in `/etc/hosts` (that is where Lambda
@@ -180,7 +214,7 @@ pub fn listen_ip(hosts_text: Option<&str>) -> IpAddr {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("");
         let mut fields = line.split_whitespace();
-        let Some(addr) = fields.next().and_then(|a| a.parse::<IpAddr>().ok()) else {
+        let Some(addr) = fields.next().and_then(|text| text.parse::<IpAddr>().ok()) else {
             continue;
         };
         if fields.any(|name| name.eq_ignore_ascii_case(SANDBOX_HOST)) && !addr.is_unspecified() {
@@ -204,21 +238,22 @@ async fn sandbox_ip() -> IpAddr {
     let lookup = tokio::net::lookup_host((SANDBOX_HOST, 0));
     match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
         Ok(Ok(addrs)) => addrs
-            .map(|a| a.ip())
+            .map(|socket_addr| socket_addr.ip())
             .find(|ip| !ip.is_unspecified())
             .unwrap_or(from_hosts),
         _ => from_hosts,
     }
 }
 
+/// True when some (uncommented) line of a hosts file lists `sandbox.localdomain` as a name.
 fn names_sandbox(hosts: &str) -> bool {
-    hosts.lines().any(|l| {
-        l.split('#')
+    hosts.lines().any(|line| {
+        line.split('#')
             .next()
             .unwrap_or("")
             .split_whitespace()
             .skip(1)
-            .any(|n| n.eq_ignore_ascii_case(SANDBOX_HOST))
+            .any(|name| name.eq_ignore_ascii_case(SANDBOX_HOST))
     })
 }
 
@@ -226,7 +261,7 @@ fn names_sandbox(hosts: &str) -> bool {
 pub async fn bind() -> std::io::Result<TcpListener> {
     let ip = sandbox_ip().await;
     match TcpListener::bind(SocketAddr::new(ip, 0)).await {
-        Ok(l) => Ok(l),
+        Ok(listener) => Ok(listener),
         Err(e) if !ip.is_loopback() => {
             tracing::warn!(%ip, error = %e, "cannot bind the sandbox address; using 127.0.0.1");
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await
@@ -235,9 +270,12 @@ pub async fn bind() -> std::io::Result<TcpListener> {
     }
 }
 
+/// What every connection of the listener shares.
 struct ListenerState {
+    /// Where parsed events go (to the join).
     tx: mpsc::Sender<SourceEvent>,
     counters: Arc<Counters>,
+    /// Rate limit of the warnings about unusable batches.
     warn: Mutex<RateLimiter>,
 }
 
@@ -253,8 +291,8 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<SourceEvent>, counter
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                if let Some(s) = accept_warn.check(std::time::Instant::now()) {
-                    tracing::warn!(error = %e, suppressed = s, "telemetry accept failed");
+                if let Some(suppressed) = accept_warn.check(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "telemetry accept failed");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -262,9 +300,9 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<SourceEvent>, counter
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, state.clone()));
+            let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(error = %e, "telemetry connection ended with an error");
@@ -273,16 +311,17 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<SourceEvent>, counter
     }
 }
 
+/// Answers one POST of a batch: counts it, forwards its events, and always answers `200 OK`.
 async fn handle(
     req: Request<Incoming>,
     state: Arc<ListenerState>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
+        Ok(collected) => collected.to_bytes(),
         Err(e) => {
             Counters::incr(&state.counters.telemetry_unparsed);
             warn_limited(&state, &format!("telemetry body not read: {e}")).await;
-            return Ok(ok());
+            return Ok(empty_ok());
         }
     };
     match parse_batch(&body) {
@@ -299,8 +338,8 @@ async fn handle(
                 )
                 .await;
             }
-            for ev in batch.events {
-                if state.tx.try_send(SourceEvent::Telemetry(ev)).is_err() {
+            for event in batch.events {
+                if state.tx.try_send(SourceEvent::Telemetry(event)).is_err() {
                     Counters::incr(&state.counters.events_channel_full);
                 }
             }
@@ -314,16 +353,18 @@ async fn handle(
             .await;
         }
     }
-    Ok(ok())
+    Ok(empty_ok())
 }
 
+/// Logs `msg` as a warning unless one was logged less than a minute ago.
 async fn warn_limited(state: &ListenerState, msg: &str) {
-    if let Some(s) = state.warn.lock().await.check(Instant::now()) {
-        tracing::warn!(suppressed = s, "{msg}");
+    if let Some(suppressed) = state.warn.lock().await.check(Instant::now()) {
+        tracing::warn!(suppressed, "{msg}");
     }
 }
 
-fn ok() -> Response<Full<Bytes>> {
+/// `200 OK` with an empty body: the answer to every batch.
+fn empty_ok() -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::new()))
 }
 
@@ -333,63 +374,63 @@ mod tests {
     use std::path::Path;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/telemetry")
             .join(name);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     #[test]
     fn parses_a_cold_invocation_batch() {
-        let b = parse_batch(&fixture("cold_batch.json")).unwrap();
-        assert_eq!(b.invalid, 0);
+        let batch = parse_batch(&fixture("cold_batch.json")).unwrap();
+        assert_eq!(batch.invalid, 0);
         // function log line (string), JSON function log (object), extension log: skipped.
-        assert_eq!(b.skipped, 3);
-        assert_eq!(b.events.len(), 5);
+        assert_eq!(batch.skipped, 3);
+        assert_eq!(batch.events.len(), 5);
         assert_eq!(
-            b.events[0],
+            batch.events[0],
             TelemetryEvent::InitStart {
                 function_name: Some("orders".into()),
                 function_version: Some("$LATEST".into())
             }
         );
         assert_eq!(
-            b.events[1],
+            batch.events[1],
             TelemetryEvent::InitReport {
                 duration_ms: Some(412.5)
             }
         );
-        let TelemetryEvent::Report(r) = &b.events[4] else {
-            panic!("{:?}", b.events[4])
+        let TelemetryEvent::Report(report) = &batch.events[4] else {
+            panic!("{:?}", batch.events[4])
         };
-        assert_eq!(r.request_id, "req-1");
-        assert_eq!(r.status.as_deref(), Some("success"));
-        assert_eq!(r.duration_ms, Some(12.3));
-        assert_eq!(r.billed_duration_ms, Some(13.0));
-        assert_eq!(r.memory_size_mb, Some(128.0));
-        assert_eq!(r.max_memory_used_mb, Some(71.0));
-        assert_eq!(r.init_duration_ms, Some(412.5));
+        assert_eq!(report.request_id, "req-1");
+        assert_eq!(report.status.as_deref(), Some("success"));
+        assert_eq!(report.duration_ms, Some(12.3));
+        assert_eq!(report.billed_duration_ms, Some(13.0));
+        assert_eq!(report.memory_size_mb, Some(128.0));
+        assert_eq!(report.max_memory_used_mb, Some(71.0));
+        assert_eq!(report.init_duration_ms, Some(412.5));
     }
 
     #[test]
     fn unknown_types_and_fields_are_skipped() {
-        let b = parse_batch(&fixture("unknown_types.json")).unwrap();
-        assert_eq!(b.skipped, 2, "{b:?}");
-        assert_eq!(b.invalid, 0);
-        let TelemetryEvent::Report(r) = &b.events[0] else {
+        let batch = parse_batch(&fixture("unknown_types.json")).unwrap();
+        assert_eq!(batch.skipped, 2, "{batch:?}");
+        assert_eq!(batch.invalid, 0);
+        let TelemetryEvent::Report(report) = &batch.events[0] else {
             panic!()
         };
-        assert_eq!(r.error_type.as_deref(), Some("Runtime.OutOfMemory"));
-        assert_eq!(r.init_duration_ms, None);
+        assert_eq!(report.error_type.as_deref(), Some("Runtime.OutOfMemory"));
+        assert_eq!(report.init_duration_ms, None);
     }
 
     #[test]
     fn invalid_items_are_counted_and_the_rest_kept() {
-        let b = parse_batch(&fixture("invalid_items.json")).unwrap();
-        assert_eq!(b.invalid, 4, "{b:?}");
-        assert_eq!(b.events.len(), 1);
+        let batch = parse_batch(&fixture("invalid_items.json")).unwrap();
+        assert_eq!(batch.invalid, 4, "{batch:?}");
+        assert_eq!(batch.events.len(), 1);
         assert_eq!(
-            b.events[0],
+            batch.events[0],
             TelemetryEvent::Start {
                 request_id: "ok".into()
             }
@@ -428,24 +469,25 @@ mod tests {
 
     #[tokio::test]
     async fn binds_a_non_wildcard_address() {
-        let l = bind().await.expect("bind");
-        let addr = l.local_addr().unwrap();
+        let listener = bind().await.expect("bind");
+        let addr = listener.local_addr().unwrap();
         assert!(!addr.ip().is_unspecified(), "{addr}");
         assert_ne!(addr.port(), 0);
     }
 
     async fn post(addr: SocketAddr, body: &'static [u8]) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head = format!(
             "POST /telemetry HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(body).await.unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await.unwrap();
-        resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        // The status code: the second word of the status line.
+        response.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     #[tokio::test]
@@ -465,9 +507,9 @@ mod tests {
             .await,
             200
         );
-        let ev = rx.recv().await.unwrap();
+        let event = rx.recv().await.unwrap();
         assert!(matches!(
-            ev,
+            event,
             SourceEvent::Telemetry(TelemetryEvent::Start { .. })
         ));
         assert_eq!(

@@ -5,17 +5,17 @@ use lambda_emulator::{EmulatorConfig, OutputSource};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const EXT: &str = "lambda-memory-profiler";
+pub(crate) const EXT: &str = "lambda-memory-profiler";
 
 #[allow(unused_imports)] // not every test uses every helper
-pub use lambda_emulator::testing::{free_port, python, TempDir};
+pub(crate) use lambda_emulator::testing::{free_port, python, TempDir};
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A fresh directory under the target dir, removed when dropped by a passing test.
-pub fn temp_dir(tag: &str) -> TempDir {
+pub(crate) fn temp_dir(tag: &str) -> TempDir {
     TempDir::new_in(&repo().join("target").join("it-tmp"), tag)
 }
 
@@ -23,7 +23,7 @@ pub fn temp_dir(tag: &str) -> TempDir {
 ///
 /// A symlink, not a copy: a copy's write descriptor can leak into a child forked by another test
 /// thread before it is closed, and exec'ing the copy then fails with ETXTBSY.
-pub fn extensions_dir(dir: &Path) -> PathBuf {
+pub(crate) fn extensions_dir(dir: &Path) -> PathBuf {
     let ext_dir = dir.join("extensions");
     std::fs::create_dir_all(&ext_dir).unwrap();
     std::os::unix::fs::symlink(
@@ -35,7 +35,7 @@ pub fn extensions_dir(dir: &Path) -> PathBuf {
 }
 
 /// Writes `app.py` with `source` into `<dir>/fn/`.
-pub fn function_dir(dir: &Path, source: &str) -> PathBuf {
+pub(crate) fn function_dir(dir: &Path, source: &str) -> PathBuf {
     let f = dir.join("fn");
     std::fs::create_dir_all(&f).unwrap();
     std::fs::write(f.join("app.py"), source).unwrap();
@@ -43,7 +43,12 @@ pub fn function_dir(dir: &Path, source: &str) -> PathBuf {
 }
 
 /// Emulator config running `app.handler` with the extension and the decorator's package.
-pub fn config(python: PathBuf, dir: &Path, source: &str, env: &[(&str, String)]) -> EmulatorConfig {
+pub(crate) fn config(
+    python: PathBuf,
+    dir: &Path,
+    source: &str,
+    env: &[(&str, String)],
+) -> EmulatorConfig {
     let layer = dir.join("layer");
     std::fs::create_dir_all(&layer).unwrap();
     // The decorator package, as the layer ships it under /opt/python.
@@ -67,7 +72,7 @@ pub fn config(python: PathBuf, dir: &Path, source: &str, env: &[(&str, String)])
 }
 
 /// The Embedded Metric Format documents among output lines.
-pub fn emf_docs(lines: &[String]) -> Vec<serde_json::Value> {
+pub(crate) fn emf_docs(lines: &[String]) -> Vec<serde_json::Value> {
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -76,7 +81,7 @@ pub fn emf_docs(lines: &[String]) -> Vec<serde_json::Value> {
 }
 
 /// Every value of metric `name` across EMF documents (single values and arrays), in order.
-pub fn metric_values(docs: &[serde_json::Value], name: &str) -> Vec<f64> {
+pub(crate) fn metric_values(docs: &[serde_json::Value], name: &str) -> Vec<f64> {
     docs.iter()
         .flat_map(|d| match &d[name] {
             serde_json::Value::Array(a) => a.iter().filter_map(serde_json::Value::as_f64).collect(),
@@ -87,7 +92,7 @@ pub fn metric_values(docs: &[serde_json::Value], name: &str) -> Vec<f64> {
 }
 
 /// Shuts the environment down (spindown); returns the report and this extension's figures.
-pub async fn shut_down(
+pub(crate) async fn shut_down(
     em: lambda_emulator::Emulator,
 ) -> (
     lambda_emulator::ShutdownReport,
@@ -108,7 +113,7 @@ pub async fn shut_down(
 
 /// Shuts the environment down, checks that this extension ended by itself within the deadline,
 /// and returns every line it printed.
-pub async fn shut_down_cleanly(em: lambda_emulator::Emulator) -> Vec<String> {
+pub(crate) async fn shut_down_cleanly(em: lambda_emulator::Emulator) -> Vec<String> {
     let (shut, ext) = shut_down(em).await;
     assert!(
         !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
@@ -117,12 +122,12 @@ pub async fn shut_down_cleanly(em: lambda_emulator::Emulator) -> Vec<String> {
     shut.extension_output.get(EXT).cloned().unwrap_or_default()
 }
 
-pub fn ext_lines(em: &lambda_emulator::Emulator) -> Vec<String> {
+pub(crate) fn ext_lines(em: &lambda_emulator::Emulator) -> Vec<String> {
     em.output_lines(OutputSource::Extension(EXT.into()))
 }
 
 /// A handler using the real decorator; it keeps 1 MiB per call (a leak) so traces see retention.
-pub const DECORATED: &str = r#"
+pub(crate) const DECORATED: &str = r#"
 from lambda_memory_profiler import memory_profile
 
 _kept = []
@@ -134,7 +139,7 @@ def handler(event, context):
 "#;
 
 /// LocalStack (the local CloudWatch) on a free loopback port, killed with its process group on drop.
-pub struct LocalStack {
+pub(crate) struct LocalStack {
     pub port: u16,
     child: std::process::Child,
     pub dir: PathBuf,
@@ -142,7 +147,7 @@ pub struct LocalStack {
 
 impl LocalStack {
     /// Starts `scripts/localstack.sh run` (path from `LMP_LOCALSTACK`); `None` skips the test.
-    pub fn start(dir: &Path) -> Option<LocalStack> {
+    pub(crate) fn start(dir: &Path) -> Option<LocalStack> {
         use std::os::unix::process::CommandExt;
         let script = match std::env::var_os("LMP_LOCALSTACK") {
             Some(s) if !s.is_empty() => PathBuf::from(s),
@@ -197,7 +202,7 @@ impl LocalStack {
             || resp.contains("\"cloudwatch\": \"running\"")
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -221,7 +226,7 @@ impl Drop for LocalStack {
 }
 
 /// Environment pointing the AWS SDK at a loopback endpoint with dummy credentials.
-pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ENDPOINT_URL", endpoint.to_string()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
@@ -232,7 +237,7 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
 
 /// The platform's per-invocation log line in Lambda's text format (what Lambda writes to the
 /// environment's log stream), from a `platform.report` record; `None` without its metrics.
-pub fn lambda_report_line(record: &serde_json::Value) -> Option<String> {
+pub(crate) fn lambda_report_line(record: &serde_json::Value) -> Option<String> {
     let m = record.get("metrics")?;
     let mut line = format!(
         "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {:.0} ms\tMemory Size: {:.0} MB\tMax Memory Used: {:.0} MB\t",

@@ -12,7 +12,7 @@ use crate::LogFormat;
 
 /// Function variables extensions do not receive (Extensions API reference, "Environment
 /// variables"), whether Lambda or the function's configuration sets them.
-pub const RUNTIME_ONLY: &[&str] = &[
+pub(super) const RUNTIME_ONLY: &[&str] = &[
     "AWS_EXECUTION_ENV",
     "AWS_LAMBDA_LOG_GROUP_NAME",
     "AWS_LAMBDA_LOG_STREAM_NAME",
@@ -45,7 +45,7 @@ fn is_reserved(key: &str) -> bool {
 
 /// The environment of one execution environment: Lambda's variables and the function's own,
 /// runtime-only ones included (see [`for_extensions`]).
-pub fn environment(shared: &SharedRef, addr: &str) -> Vec<(String, String)> {
+pub(super) fn environment(shared: &SharedRef, addr: &str) -> Vec<(String, String)> {
     let c = &shared.config;
     let now = clock::iso8601(SystemTime::now());
     let stream = format!(
@@ -88,7 +88,7 @@ pub fn environment(shared: &SharedRef, addr: &str) -> Vec<(String, String)> {
 }
 
 /// What an extension receives: everything but [`RUNTIME_ONLY`].
-pub fn for_extensions(env: &[(String, String)]) -> Vec<(String, String)> {
+pub(super) fn for_extensions(env: &[(String, String)]) -> Vec<(String, String)> {
     env.iter()
         .filter(|(k, _)| !RUNTIME_ONLY.contains(&k.as_str()))
         .cloned()
@@ -97,7 +97,7 @@ pub fn for_extensions(env: &[(String, String)]) -> Vec<(String, String)> {
 
 /// What the runtime receives: everything, plus `PYTHONPATH` (layers' `python/`, the function,
 /// the function's own `PYTHONPATH`), `LAMBDA_TASK_ROOT` and `_HANDLER`.
-pub fn for_runtime(shared: &SharedRef, env: &[(String, String)]) -> Vec<(String, String)> {
+pub(super) fn for_runtime(shared: &SharedRef, env: &[(String, String)]) -> Vec<(String, String)> {
     let c = &shared.config;
     let mut renv = env.to_vec();
     let mut pythonpath: Vec<String> = c
@@ -138,7 +138,7 @@ mod tests {
 /// The runtime command as Lambda starts it: `$AWS_LAMBDA_EXEC_WRAPPER <runtime command...>` when
 /// the function sets `AWS_LAMBDA_EXEC_WRAPPER` (a wrapper script, e.g. from a layer under `/opt`),
 /// else the runtime command itself.
-pub fn with_exec_wrapper(env: &[(String, String)], argv: Vec<String>) -> Vec<String> {
+pub(super) fn with_exec_wrapper(env: &[(String, String)], argv: Vec<String>) -> Vec<String> {
     match env
         .iter()
         .rev()

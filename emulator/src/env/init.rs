@@ -33,7 +33,7 @@ fn extension_paths(shared: &SharedRef) -> Result<Vec<PathBuf>, EmulatorError> {
 }
 
 /// Runs one init phase. On failure the environment is reset before returning.
-pub async fn init(shared: &SharedRef, addr: &str) -> Result<InitInfo, EmulatorError> {
+pub(crate) async fn init(shared: &SharedRef, addr: &str) -> Result<InitInfo, EmulatorError> {
     let t0 = Instant::now();
     let c = &shared.config;
     let deadline = tokio_deadline(t0 + c.init_timeout);

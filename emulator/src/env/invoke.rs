@@ -25,7 +25,7 @@ enum RuntimeEnd {
 }
 
 /// Runs one invocation on a ready environment (initialising it first if needed).
-pub async fn invoke(
+pub(crate) async fn invoke(
     shared: &SharedRef,
     addr: &str,
     event: Value,

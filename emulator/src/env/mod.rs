@@ -12,17 +12,17 @@ use std::time::{Duration, Instant};
 
 use crate::state::{SharedRef, State};
 
-pub use init::init;
-pub use invoke::invoke;
-pub use sampler::sampler;
-pub use shutdown::shutdown_env;
+pub(crate) use init::init;
+pub(crate) use invoke::invoke;
+pub(crate) use sampler::sampler;
+pub(crate) use shutdown::shutdown_env;
 
 const MIB: u64 = 1024 * 1024;
 /// Share of the shutdown budget the runtime gets after SIGTERM before SIGKILL (Lambda: 300 ms).
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(300);
 
 /// Waits until `check` returns `Some`, re-checking on every state change; `None` at `deadline`.
-pub async fn wait_for<T>(
+pub(crate) async fn wait_for<T>(
     shared: &SharedRef,
     deadline: Option<tokio::time::Instant>,
     mut check: impl FnMut(&State) -> Option<T>,

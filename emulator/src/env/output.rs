@@ -14,7 +14,7 @@ use crate::{ExitInfo, LogFormat, OutputSource};
 /// The record Lambda delivers for one log line. In the text format (Lambda's default) a record
 /// is the line as a string, whatever it holds; in the JSON format a line holding a JSON object
 /// (what the runtime's `logging` writes there) is that object, any other line a string.
-pub fn log_record(format: LogFormat, line: &str) -> Value {
+pub(super) fn log_record(format: LogFormat, line: &str) -> Value {
     if format == LogFormat::Json {
         if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(line) {
             return v;
@@ -65,7 +65,7 @@ async fn pump_lines<R: AsyncRead + Unpin>(shared: &SharedRef, reader: R, source:
 }
 
 /// Takes the child's pipes, then waits for it and records how it ended.
-pub fn watch_child(
+pub(super) fn watch_child(
     shared: &SharedRef,
     mut child: Child,
     source: OutputSource,

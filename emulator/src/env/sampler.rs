@@ -5,7 +5,7 @@ use crate::process;
 use crate::state::{Phase, SharedRef};
 
 /// Samples memory every interval; kills the runtime when the sum exceeds the memory size.
-pub async fn sampler(shared: SharedRef) {
+pub(crate) async fn sampler(shared: SharedRef) {
     let limit = u64::from(shared.config.memory_mb) * MIB;
     let mut tick = tokio::time::interval(shared.config.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

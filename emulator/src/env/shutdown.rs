@@ -13,7 +13,7 @@ use crate::{ExitInfo, ExtensionStats, ShutdownReason};
 
 /// SHUTDOWN protocol; ends with no process left and the phase `Empty`.
 /// Returns the extensions' stats, the runtime's exit, and how long it took.
-pub async fn shutdown_env(
+pub(crate) async fn shutdown_env(
     shared: &SharedRef,
     reason: ShutdownReason,
 ) -> (Vec<ExtensionStats>, Option<ExitInfo>, Duration) {

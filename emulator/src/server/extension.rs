@@ -33,7 +33,7 @@ fn registered_events(b: &[u8]) -> Result<Vec<String>, String> {
     Ok(events)
 }
 
-pub async fn register(shared: SharedRef, req: Request<Incoming>) -> Resp {
+pub(super) async fn register(shared: SharedRef, req: Request<Incoming>) -> Resp {
     let Some(name) = header(&req, "Lambda-Extension-Name") else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -97,7 +97,7 @@ pub async fn register(shared: SharedRef, req: Request<Incoming>) -> Resp {
     r
 }
 
-pub async fn next(shared: SharedRef, req: Request<Incoming>) -> Resp {
+pub(super) async fn next(shared: SharedRef, req: Request<Incoming>) -> Resp {
     let Some(id) = header(&req, "Lambda-Extension-Identifier") else {
         return error(
             StatusCode::FORBIDDEN,
@@ -174,7 +174,7 @@ pub async fn next(shared: SharedRef, req: Request<Incoming>) -> Resp {
     }
 }
 
-pub async fn report_error(shared: SharedRef, req: Request<Incoming>, kind: &str) -> Resp {
+pub(super) async fn report_error(shared: SharedRef, req: Request<Incoming>, kind: &str) -> Resp {
     let id = header(&req, "Lambda-Extension-Identifier").unwrap_or_default();
     let ty = header(&req, "Lambda-Extension-Function-Error-Type");
     let _ = body(req).await;

@@ -24,7 +24,7 @@ use crate::telemetry::Api;
 type Resp = Response<Full<Bytes>>;
 
 /// Accepts connections until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: SharedRef) {
+pub(crate) async fn serve(listener: TcpListener, shared: SharedRef) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(x) => x,

@@ -12,7 +12,7 @@ use super::{body, error, error_type_of, header, reply, set_header, Resp};
 use crate::state::SharedRef;
 
 /// `GET invocation/next`: the first call ends init; blocks until an invocation is pending.
-pub async fn next(shared: SharedRef) -> Resp {
+pub(super) async fn next(shared: SharedRef) -> Resp {
     let mut rx = shared.watcher();
     let generation = {
         let mut st = shared.lock();
@@ -48,7 +48,12 @@ pub async fn next(shared: SharedRef) -> Resp {
 }
 
 /// `POST invocation/{id}/response` or `/error`, answered at once (202).
-pub async fn result(shared: SharedRef, req: Request<Incoming>, id: String, is_error: bool) -> Resp {
+pub(super) async fn result(
+    shared: SharedRef,
+    req: Request<Incoming>,
+    id: String,
+    is_error: bool,
+) -> Resp {
     // The headers are here: the answer started (the responseLatency span ends, the
     // responseDuration span starts). Its end is when the body has been read.
     let started = (Instant::now(), SystemTime::now());
@@ -85,7 +90,7 @@ pub async fn result(shared: SharedRef, req: Request<Incoming>, id: String, is_er
 }
 
 /// `POST init/error`: 202 whatever its content type (the runtime client insists on 202).
-pub async fn init_error(shared: SharedRef, req: Request<Incoming>) -> Resp {
+pub(super) async fn init_error(shared: SharedRef, req: Request<Incoming>) -> Resp {
     let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
     let b = body(req).await;
     let ty = ty

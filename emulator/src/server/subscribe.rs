@@ -12,7 +12,7 @@ use crate::records;
 use crate::state::SharedRef;
 use crate::telemetry::{self, Api};
 
-pub async fn subscribe(shared: SharedRef, req: Request<Incoming>, api: Api) -> Resp {
+pub(super) async fn subscribe(shared: SharedRef, req: Request<Incoming>, api: Api) -> Resp {
     let id = header(&req, "Lambda-Extension-Identifier").unwrap_or_default();
     let b = body(req).await;
     if shared.config.telemetry_not_supported {

@@ -24,7 +24,9 @@ pub const TYPES: &[&str] = &["platform", "function", "extension"];
 /// Which API a subscription came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
+    /// `PUT /2022-07-01/telemetry`: schema required, `maxItems` default 1,000.
     Telemetry,
+    /// The older `PUT /2020-08-15/logs`: schema defaults to `2020-08-15`, `maxItems` to 10,000.
     Logs,
 }
 
@@ -38,6 +40,7 @@ impl Api {
         }
     }
 
+    /// The API's name as messages say it (`Telemetry API`, `Logs API`).
     pub fn name(self) -> &'static str {
         match self {
             Api::Telemetry => "Telemetry API",
@@ -49,15 +52,23 @@ impl Api {
 /// A validated subscription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
+    /// The API it came through, which decides the record shapes delivered.
     pub api: Api,
+    /// `schemaVersion`, one of [`SCHEMA_VERSIONS`] or [`LOGS_SCHEMA_VERSIONS`].
     pub schema: String,
+    /// Record types asked for, among [`TYPES`]; never empty.
     pub types: Vec<String>,
+    /// `buffering.maxItems`: records per batch, 1,000–10,000.
     pub max_items: usize,
+    /// `buffering.maxBytes`: bytes per batch, 262,144–1,048,576 (default 262,144).
     pub max_bytes: usize,
+    /// `buffering.timeoutMs`: a batch is sent this long after its first record (25 ms–30 s).
     pub timeout: Duration,
     /// Where to connect (host already mapped to loopback) and the request path.
     pub addr: std::net::SocketAddr,
+    /// `Host` header of the deliveries: the URI's `host:port` as the extension wrote it.
     pub host_header: String,
+    /// Request path of the deliveries (the URI's path, `/` when it has none).
     pub path: String,
 }
 

@@ -1,7 +1,7 @@
 //! Test bed: temp dirs, a Python handler module and Python test extensions (real processes).
 #![allow(dead_code)]
 
-pub mod scripts;
+pub(crate) mod scripts;
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use lambda_emulator::{EmulatorConfig, TelemetryEvent};
 use serde_json::Value;
 
-pub use lambda_emulator::testing::{python, TempDir};
+pub(crate) use lambda_emulator::testing::{python, TempDir};
 
 const HANDLER: &str = r#"
 import json
@@ -176,12 +176,12 @@ while True:
 "#;
 
 /// A test environment: function dir with `handler.py`, extensions dir, logs next to them.
-pub struct Bed {
+pub(crate) struct Bed {
     pub dir: TempDir,
 }
 
 impl Bed {
-    pub fn new(tag: &str) -> Bed {
+    pub(crate) fn new(tag: &str) -> Bed {
         let dir = TempDir::new(tag);
         std::fs::create_dir_all(dir.path().join("fn")).expect("fn dir");
         std::fs::create_dir_all(dir.path().join("ext")).expect("ext dir");
@@ -190,7 +190,7 @@ impl Bed {
     }
 
     /// Adds an extension executable named `name` with behaviour `mode`.
-    pub fn extension(&self, name: &str, mode: &str) -> &Self {
+    pub(crate) fn extension(&self, name: &str, mode: &str) -> &Self {
         use std::os::unix::fs::PermissionsExt;
         let path = self.dir.path().join("ext").join(name);
         let script = format!(
@@ -204,7 +204,7 @@ impl Bed {
     }
 
     /// Adds an unpacked layer (`layer/`): `python/layermod.py` and an extension in `extensions/`.
-    pub fn layer(&self, ext_name: &str, mode: &str) -> PathBuf {
+    pub(crate) fn layer(&self, ext_name: &str, mode: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let layer = self.dir.path().join("layer");
         std::fs::create_dir_all(layer.join("python")).expect("layer python");
@@ -226,7 +226,7 @@ impl Bed {
     }
 
     /// Adds an extension executable `name` running `body` (Python) after [`scripts::PRELUDE`].
-    pub fn script(&self, name: &str, body: &str) -> &Self {
+    pub(crate) fn script(&self, name: &str, body: &str) -> &Self {
         let text = format!(
             "#!{} -u\n{}\n{}",
             python().display(),
@@ -238,7 +238,7 @@ impl Bed {
     }
 
     /// Writes an executable file (any interpreter) at `path`.
-    pub fn executable(&self, path: &Path, text: &str) {
+    pub(crate) fn executable(&self, path: &Path, text: &str) {
         use std::os::unix::fs::PermissionsExt;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("dir");
@@ -248,7 +248,7 @@ impl Bed {
     }
 
     /// The JSON entries a [`scripts::PRELUDE`] extension logged with `log(kind, value)`.
-    pub fn entries(&self, name: &str, kind: &str) -> Vec<Value> {
+    pub(crate) fn entries(&self, name: &str, kind: &str) -> Vec<Value> {
         self.log(name)
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -258,7 +258,7 @@ impl Bed {
     }
 
     /// Every record a [`scripts::PRELUDE`] listener accepted, in arrival order.
-    pub fn received(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn received(&self, name: &str) -> Vec<Value> {
         self.entries(name, "batch")
             .into_iter()
             .flat_map(|b| match b {
@@ -268,7 +268,7 @@ impl Bed {
             .collect()
     }
 
-    pub fn config(&self) -> EmulatorConfig {
+    pub(crate) fn config(&self) -> EmulatorConfig {
         EmulatorConfig {
             extensions_dir: Some(self.dir.path().join("ext")),
             function_dir: self.dir.path().join("fn"),
@@ -283,7 +283,7 @@ impl Bed {
     }
 
     /// Lines of an extension's log.
-    pub fn log(&self, name: &str) -> Vec<String> {
+    pub(crate) fn log(&self, name: &str) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
             .unwrap_or_default()
             .lines()
@@ -292,7 +292,7 @@ impl Bed {
     }
 
     /// Every telemetry record an extension's listener accepted, in arrival order.
-    pub fn delivered(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn delivered(&self, name: &str) -> Vec<Value> {
         self.log(name)
             .iter()
             .filter_map(|l| l.strip_prefix("batch "))
@@ -305,16 +305,16 @@ impl Bed {
 }
 
 /// Records of one type among delivered ones.
-pub fn typed<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
+pub(crate) fn typed<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["type"] == t).collect()
 }
 
-pub fn of_type<'a>(events: &'a [TelemetryEvent], t: &str) -> Vec<&'a TelemetryEvent> {
+pub(crate) fn of_type<'a>(events: &'a [TelemetryEvent], t: &str) -> Vec<&'a TelemetryEvent> {
     events.iter().filter(|e| e.event_type == t).collect()
 }
 
 /// Polls `f` until it is true or 10 s passed (for asynchronous deliveries).
-pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..500 {
         if f() {
             return true;

@@ -9,7 +9,7 @@
 ///   as `batch` (and answers 400, logging `rejected`, when `reject(records)` is true);
 /// - `subscribe(ext_id, port, api="telemetry", schema=..., types=..., host=...)` → status;
 /// - `run(ext_id, on_event=None)`: the `/next` loop; logs every `event`, exits 0 at SHUTDOWN.
-pub const PRELUDE: &str = r##"
+pub(crate) const PRELUDE: &str = r##"
 import json
 import os
 import socket
@@ -103,7 +103,7 @@ def run(ext_id, on_event=None):
 /// A minimal HTTP/1.1 client on a raw socket that keeps header names exactly as they arrive:
 /// `raw_http(method, path, body=b"", headers=())` → `(status, [(name, value)], body)`.
 /// For clients that read headers case-sensitively.
-pub const RAW_HTTP: &str = r##"
+pub(crate) const RAW_HTTP: &str = r##"
 import socket as _socket
 
 

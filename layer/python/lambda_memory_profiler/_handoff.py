@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import time
-from json.encoder import encode_basestring_ascii as _q
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 MAX_DATAGRAM = 16384
@@ -59,13 +59,13 @@ def encode_invocation(
     """The invocation record as JSON, straight from its figures: about half the cost of
     building a dict and running the generic encoder, on a path taken at every invocation."""
     return (
-        f'{{"v":{PROTOCOL_VERSION},"kind":"invocation","request_id":{_q(request_id)},'
-        f'"pid":{int(pid)},"runtime":{_q(runtime)},'
+        f'{{"v":{PROTOCOL_VERSION},"kind":"invocation","request_id":{_json_str(request_id)},'
+        f'"pid":{int(pid)},"runtime":{_json_str(runtime)},'
         f'"start_ms":{float(start_ms):.1f},"duration_ms":{float(duration_ms):.3f},'
         f'"cold_start":{"true" if cold_start else "false"},'
-        f'"error_type":{"null" if error_type is None else _q(error_type)},'
+        f'"error_type":{"null" if error_type is None else _json_str(error_type)},'
         f'"rss_peak_bytes":{"null" if rss_peak_bytes is None else int(rss_peak_bytes)},'
-        f'"rss_peak_scope":{_q(rss_peak_scope)},'
+        f'"rss_peak_scope":{_json_str(rss_peak_scope)},'
         f'"heap_blocks":{"null" if heap_blocks is None else int(heap_blocks)},'
         f'"anon_bytes":{"null" if anon_bytes is None else int(anon_bytes)},'
         f'"gc":{{"collections":{int(collections)},"collected":{int(collected)},'
@@ -79,8 +79,8 @@ def encode_heap(heap: dict[str, Any]) -> str:
     """The record's ``heap`` object as JSON, formatted directly (it is in every record; the
     generic encoder costs twice as much). Every figure is an int from the sampler."""
     sites = ",".join(
-        f'{{"file":{_q(s["file"])},"line":{s["line"]},"function":{_q(s["function"])},'
-        + (f'"via":{_q(s["via"])},' if "via" in s else "")
+        f'{{"file":{_json_str(s["file"])},"line":{s["line"]},"function":{_json_str(s["function"])},'
+        + (f'"via":{_json_str(s["via"])},' if "via" in s else "")
         + f'"delta_bytes":{s["delta_bytes"]},"live_bytes":{s["live_bytes"]}}}'
         for s in heap["sites"]
     )
@@ -93,8 +93,9 @@ def encode_heap(heap: dict[str, Any]) -> str:
     )
 
 
-def _fast(record: dict[str, Any], trace_json: str) -> bytes:
-    g = record["gc"]
+def _encode_record(record: dict[str, Any], trace_json: str) -> bytes:
+    """The record as bytes through the hand-formatted encoder, its trace already encoded."""
+    gc_counts = record["gc"]
     return encode_invocation(
         record["request_id"],
         record["pid"],
@@ -106,10 +107,10 @@ def _fast(record: dict[str, Any], trace_json: str) -> bytes:
         record["rss_peak_bytes"],
         record["rss_peak_scope"],
         record["heap_blocks"],
-        g["collections"],
-        g["collected"],
-        g["uncollectable"],
-        g["garbage"],
+        gc_counts["collections"],
+        gc_counts["collected"],
+        gc_counts["uncollectable"],
+        gc_counts["garbage"],
         trace_json,
         record.get("anon_bytes"),
         record.get("heap"),
@@ -128,7 +129,7 @@ def encode(record: dict[str, Any]) -> bytes:
     limit."""
     trace = record.get("trace")
     trace_json = "null" if trace is None else _ENCODER.encode(trace)
-    data = _fast(record, trace_json)
+    data = _encode_record(record, trace_json)
     heap = record.get("heap")
     if heap is not None and heap.get("sites"):
         sites: list[Any] = list(heap["sites"])
@@ -138,7 +139,7 @@ def encode(record: dict[str, Any]) -> bytes:
             truncated += len(sites) - len(kept)
             sites = kept
             record = dict(record, heap=dict(heap, sites=sites, sites_truncated=truncated))
-            data = _fast(record, trace_json)
+            data = _encode_record(record, trace_json)
     if trace is None or len(data) <= MAX_DATAGRAM or not trace.get("top"):
         return data
     top: list[Any] = list(trace["top"])
@@ -147,7 +148,8 @@ def encode(record: dict[str, Any]) -> bytes:
         kept = _halve(top)
         truncated += len(top) - len(kept)
         top = kept
-        data = _fast(record, _ENCODER.encode(dict(trace, top=top, top_truncated=truncated)))
+        trace_json = _ENCODER.encode(dict(trace, top=top, top_truncated=truncated))
+        data = _encode_record(record, trace_json)
     return data
 
 

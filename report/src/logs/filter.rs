@@ -18,7 +18,7 @@ const LMP_PATTERN: &str =
 const REPORT_PATTERN: &str = r#"?"REPORT RequestId" ?"platform.report""#;
 
 /// Reads and aggregates; `Ok(None)` when the log group does not exist.
-pub async fn read(
+pub(super) async fn read(
     client: &Client,
     source: &Source<'_>,
     progress: &mut dyn FnMut(&str),

@@ -19,7 +19,7 @@ const ROW_LIMIT: usize = 10_000;
 type Row = HashMap<String, String>;
 
 /// Runs the queries; `Ok(None)` when the log group does not exist.
-pub async fn read(
+pub(super) async fn read(
     client: &Client,
     source: &Source<'_>,
     progress: &mut dyn FnMut(&str),

@@ -6,14 +6,14 @@ use serde::Deserialize;
 
 /// One event of the log group.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(super) struct Event {
     pub log_stream: String,
     pub timestamp_ms: i64,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct GrowingSite {
+pub(super) struct GrowingSite {
     pub site: String,
     #[serde(default)]
     pub via: Option<String>,
@@ -25,7 +25,7 @@ pub struct GrowingSite {
 
 /// The fields of the extension's lines the report reads (others are ignored).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct LmpLine {
+pub(super) struct LmpLine {
     pub lmp: String,
     #[serde(default)]
     pub since_invocation: Option<u64>,
@@ -48,7 +48,7 @@ pub struct LmpLine {
 }
 
 /// An extension line of one of the kinds the report reads.
-pub fn lmp_line(message: &str) -> Option<LmpLine> {
+pub(super) fn lmp_line(message: &str) -> Option<LmpLine> {
     let line: LmpLine = serde_json::from_str(message.trim()).ok()?;
     matches!(
         line.lmp.as_str(),
@@ -58,7 +58,7 @@ pub fn lmp_line(message: &str) -> Option<LmpLine> {
 }
 
 /// `maxMemoryUsedMB` of a platform report line, text or JSON.
-pub fn report_max_memory_mb(message: &str) -> Option<f64> {
+pub(super) fn report_max_memory_mb(message: &str) -> Option<f64> {
     let m = message.trim_start();
     if let Some(rest) = m.strip_prefix("REPORT ") {
         return rest

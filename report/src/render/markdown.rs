@@ -10,6 +10,8 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
+/// The Markdown report: header, units, notes, then per function a table of figures, its sites
+/// and its environments.
 pub fn markdown(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Memory report\n\n{}\n\n{UNITS}", header(r));

@@ -36,6 +36,7 @@ pub fn mib(v: f64) -> String {
     }
 }
 
+/// `v` formatted by `f`, or an em dash where the figure is unknown.
 pub fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map_or_else(|| "—".to_string(), f)
 }

@@ -5,8 +5,9 @@ use crate::model::{FunctionReport, Report};
 use std::fmt::Write as _;
 
 /// Environments listed per function; the JSON has them all.
-pub const MAX_ENVIRONMENTS: usize = 10;
+pub(super) const MAX_ENVIRONMENTS: usize = 10;
 
+/// The plain-text report (the default `--format`): header, units, notes, one block per function.
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", header(r));

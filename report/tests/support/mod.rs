@@ -1,3 +1,3 @@
 //! Helpers shared by the report's integration tests (and `tests/report_localstack.rs`).
 
-pub mod schema;
+pub(crate) mod schema;

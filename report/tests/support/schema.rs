@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-pub fn validate(schema: &Value, doc: &Value) -> Vec<String> {
+pub(crate) fn validate(schema: &Value, doc: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     check(schema, schema, doc, "$", &mut errors);
     errors

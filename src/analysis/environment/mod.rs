@@ -117,6 +117,8 @@ pub struct EnvironmentAnalysis {
 }
 
 impl EnvironmentAnalysis {
+    /// A fresh analysis of one environment; `configured_memory_mb` is
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (`None` if unset), used until a report gives the size.
     pub fn new(
         leak: LeakConfig,
         rightsize: RightSizeConfig,

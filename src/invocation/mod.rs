@@ -7,53 +7,17 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::sources::intake::DecoratorRecord;
-use crate::sources::procfs::ProcMemory;
-use crate::sources::telemetry::{Report, RuntimeDone, TelemetryEvent};
+mod profile;
 
-/// A typed event from one of the sources, as it enters the join.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceEvent {
-    Telemetry(TelemetryEvent),
-    /// The decorator's invocation record, with the runtime's `/proc` figures read when it arrived.
-    Decorator {
-        record: Box<DecoratorRecord>,
-        proc_mem: Option<ProcMemory>,
-    },
-    /// The decorator announced itself: from now on its record is expected for every invocation.
-    DecoratorHello {
-        pid: Option<u32>,
-        /// The sink arguments given to `@memory_profile` in code, if any.
-        sink: Option<crate::sinks::SinkSettings>,
-    },
-}
+pub use profile::{InvocationProfile, SourceEvent};
 
-/// Everything known about one invocation.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct InvocationProfile {
-    pub request_id: String,
-    /// Published without every expected part (timed out, evicted, or cut short by SHUTDOWN).
-    pub partial: bool,
-    /// Epoch milliseconds when the invocation was first seen.
-    pub timestamp_ms: u64,
-    /// The first invocation this extension saw in its environment.
-    pub first_in_environment: bool,
-    pub report: Option<Report>,
-    pub runtime_done: Option<RuntimeDone>,
-    pub decorator: Option<Box<DecoratorRecord>>,
-    /// The runtime process's `/proc` figures when its record arrived.
-    pub runtime_proc: Option<ProcMemory>,
-}
-
-impl InvocationProfile {
-    fn has_data(&self) -> bool {
-        self.report.is_some() || self.decorator.is_some() || self.runtime_done.is_some()
-    }
-}
+use crate::sources::telemetry::TelemetryEvent;
 
 /// Bounds of the join table.
 #[derive(Debug, Clone, Copy)]
 pub struct JoinConfig {
+    /// Most profiles held at once (`LMP_MAX_PENDING`); when full, the oldest is published
+    /// early. 0 counts as 1.
     pub max_pending: usize,
     /// Minimum wait of an incomplete profile; it also needs two later invocations to have started.
     pub pending_timeout: Duration,
@@ -62,8 +26,12 @@ pub struct JoinConfig {
 /// Counts of what left the table without being complete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JoinStats {
+    /// Profiles published with every expected part.
     pub completed: u64,
+    /// Incomplete profiles that left after their wait ran out, or at SHUTDOWN (published
+    /// partial, unless they had no data: see `discarded_empty`).
     pub expired: u64,
+    /// Profiles pushed out (published partial) because the table was full.
     pub evicted: u64,
     /// Entries with no data at all that expired (nothing to publish).
     pub discarded_empty: u64,
@@ -71,9 +39,12 @@ pub struct JoinStats {
     pub untrusted: u64,
 }
 
+/// A profile in the table, waiting for its parts.
 struct Pending {
     profile: InvocationProfile,
+    /// When its entry was created (for `pending_timeout`).
     created: Instant,
+    /// INVOKE events seen when it was created (for [`LATER_INVOKES`]).
     created_seq: u64,
 }
 
@@ -99,9 +70,11 @@ pub struct Join {
     /// Ids the Extensions API named in INVOKE events, newest last (bounded).
     invoked: VecDeque<String>,
     parked: VecDeque<Parked>,
+    /// INVOKE events seen so far.
     invoke_seq: u64,
     telemetry_active: bool,
     decorator_seen: bool,
+    /// What left the table and how, since it was created.
     pub stats: JoinStats,
 }
 
@@ -110,6 +83,7 @@ pub struct Join {
 const LATER_INVOKES: u64 = 2;
 
 impl Join {
+    /// An empty table; telemetry is assumed active until [`Join::set_telemetry_active`] says not.
     pub fn new(cfg: JoinConfig) -> Self {
         Join {
             cfg: JoinConfig {
@@ -138,10 +112,13 @@ impl Join {
         self.decorator_seen
     }
 
+    /// False while the Telemetry API is refused or stubbed: profiles complete without a
+    /// `platform.report`.
     pub fn telemetry_active(&self) -> bool {
         self.telemetry_active
     }
 
+    /// Profiles held, waiting for their parts.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
@@ -221,10 +198,12 @@ impl Join {
         out
     }
 
+    /// True when an INVOKE event (among the last `2 × max_pending`) named `request_id`.
     fn is_invoked(&self, request_id: &str) -> bool {
         self.invoked.iter().rev().any(|r| r == request_id)
     }
 
+    /// True when `request_id`'s profile was already published (among the last few).
     fn is_published(&self, request_id: &str) -> bool {
         self.recent.iter().rev().any(|r| r == request_id)
     }
@@ -403,6 +382,9 @@ fn event_request_id(ev: &SourceEvent) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::intake::DecoratorRecord;
+    use crate::sources::procfs::ProcMemory;
+    use crate::sources::telemetry::{Report, RuntimeDone};
 
     fn cfg(max_pending: usize) -> JoinConfig {
         JoinConfig {

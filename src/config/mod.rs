@@ -7,6 +7,11 @@ use std::time::Duration;
 
 pub use lmp_protocol::StorageResolution;
 
+mod values;
+
+use values::{parse_bool, parse_float_in, parse_flush, parse_whole_in};
+pub use values::{parse_dimensions, parse_namespace, parse_storage_resolution};
+
 /// Where metric data go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
@@ -30,6 +35,7 @@ pub enum FlushMode {
 /// Which dimensions every datum carries. `FunctionName` always; the rest on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DimensionSet {
+    /// `FunctionVersion` too: both sets `{FunctionName}` and `{FunctionName, FunctionVersion}`.
     pub function_version: bool,
 }
 
@@ -123,8 +129,11 @@ impl Default for Config {
 /// A setting that could not be used as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
+    /// The variable, e.g. `LMP_FLUSH`.
     pub var: &'static str,
+    /// Its value as set, untrimmed.
     pub value: String,
+    /// Why no parser took it (the accepted form or range).
     pub reason: String,
     /// The default used instead, as the variable would spell it.
     pub default: String,
@@ -198,7 +207,7 @@ impl Config {
             Ok(())
         });
         apply("LMP_INTAKE_PORT", &mut |v| {
-            c.intake_port = parse_range(v, 1, 65535)? as u16;
+            c.intake_port = parse_whole_in(v, 1, 65535)? as u16;
             Ok(())
         });
         apply("LMP_DIMENSIONS", &mut |v| {
@@ -206,19 +215,19 @@ impl Config {
             Ok(())
         });
         apply("LMP_MAX_PENDING", &mut |v| {
-            c.max_pending = parse_range(v, 1, 10_000)? as usize;
+            c.max_pending = parse_whole_in(v, 1, 10_000)? as usize;
             Ok(())
         });
         apply("LMP_PENDING_TIMEOUT_MS", &mut |v| {
-            c.pending_timeout = Duration::from_millis(parse_range(v, 0, 3_600_000)?);
+            c.pending_timeout = Duration::from_millis(parse_whole_in(v, 0, 3_600_000)?);
             Ok(())
         });
         apply("LMP_BUFFER_MAX", &mut |v| {
-            c.buffer_max = parse_range(v, 100, 1_000_000)? as usize;
+            c.buffer_max = parse_whole_in(v, 100, 1_000_000)? as usize;
             Ok(())
         });
         apply("LMP_TELEMETRY_TIMEOUT_MS", &mut |v| {
-            c.telemetry_timeout_ms = parse_range(v, 25, 30_000)? as u32;
+            c.telemetry_timeout_ms = parse_whole_in(v, 25, 30_000)? as u32;
             Ok(())
         });
         apply("LMP_STORAGE_RESOLUTION", &mut |v| {
@@ -226,11 +235,11 @@ impl Config {
             Ok(())
         });
         apply("LMP_SHUTDOWN_MARGIN_MS", &mut |v| {
-            c.shutdown_margin = Duration::from_millis(parse_range(v, 0, 1900)?);
+            c.shutdown_margin = Duration::from_millis(parse_whole_in(v, 0, 1900)?);
             Ok(())
         });
         apply("LMP_END_FLUSH_BUDGET_MS", &mut |v| {
-            c.end_flush_budget = Duration::from_millis(parse_range(v, 10, 5000)?);
+            c.end_flush_budget = Duration::from_millis(parse_whole_in(v, 10, 5000)?);
             Ok(())
         });
         apply("LMP_LOG_LEVEL", &mut |v| {
@@ -240,27 +249,27 @@ impl Config {
             Ok(())
         });
         apply("LMP_LEAK_WINDOW", &mut |v| {
-            c.leak.window = parse_range(v, 6, 500)? as usize;
+            c.leak.window = parse_whole_in(v, 6, 500)? as usize;
             Ok(())
         });
         apply("LMP_LEAK_WARMUP", &mut |v| {
-            c.leak.warmup = parse_range(v, 0, 1000)? as usize;
+            c.leak.warmup = parse_whole_in(v, 0, 1000)? as usize;
             Ok(())
         });
         apply("LMP_LEAK_MIN_POINTS", &mut |v| {
-            c.leak.min_points = parse_range(v, 6, 500)? as usize;
+            c.leak.min_points = parse_whole_in(v, 6, 500)? as usize;
             Ok(())
         });
         apply("LMP_LEAK_MIN_HEAP_BYTES", &mut |v| {
-            c.leak.min_growth_bytes = parse_float(v, 0.0, 1e12)?;
+            c.leak.min_growth_bytes = parse_float_in(v, 0.0, 1e12)?;
             Ok(())
         });
         apply("LMP_LEAK_MAX_P", &mut |v| {
-            c.leak.max_p_value = parse_float(v, 1e-12, 0.5)?;
+            c.leak.max_p_value = parse_float_in(v, 1e-12, 0.5)?;
             Ok(())
         });
         apply("LMP_LEAK_CONFIRM", &mut |v| {
-            c.leak.confirm = parse_range(v, 1, 500)? as usize;
+            c.leak.confirm = parse_whole_in(v, 1, 500)? as usize;
             Ok(())
         });
         apply("LMP_LEAK_SIGNAL", &mut |v| {
@@ -272,11 +281,11 @@ impl Config {
             Ok(())
         });
         apply("LMP_HEADROOM", &mut |v| {
-            c.rightsize.headroom = parse_float(v, 0.0, 10.0)?;
+            c.rightsize.headroom = parse_float_in(v, 0.0, 10.0)?;
             Ok(())
         });
         apply("LMP_PRICE_PER_GB_SECOND", &mut |v| {
-            c.rightsize.price_per_gb_second = parse_float(v, 0.0, 1.0)?;
+            c.rightsize.price_per_gb_second = parse_float_in(v, 0.0, 1.0)?;
             Ok(())
         });
         (c, warnings)
@@ -317,84 +326,6 @@ fn default_text(var: &str) -> String {
         "LMP_HEADROOM" => d.rightsize.headroom.to_string(),
         "LMP_PRICE_PER_GB_SECOND" => d.rightsize.price_per_gb_second.to_string(),
         _ => "(none)".into(),
-    }
-}
-
-/// A CloudWatch namespace: 1-255 ASCII characters, no leading colon.
-pub fn parse_namespace(v: &str) -> Result<String, String> {
-    if v.is_empty() || v.len() > 255 || v.starts_with(':') || !v.is_ascii() {
-        return Err("must be 1-255 ASCII characters, not starting with ':'".into());
-    }
-    Ok(v.to_string())
-}
-
-/// `FunctionName` or `FunctionName,FunctionVersion` (any order, blanks ignored).
-pub fn parse_dimensions(v: &str) -> Result<DimensionSet, String> {
-    let mut set = DimensionSet::default();
-    let mut has_name = false;
-    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part {
-            "FunctionName" => has_name = true,
-            "FunctionVersion" => set.function_version = true,
-            other => return Err(format!("unknown dimension `{other}`")),
-        }
-    }
-    if !has_name {
-        return Err("must include FunctionName".into());
-    }
-    Ok(set)
-}
-
-/// CloudWatch storage resolution in seconds: 1 or 60.
-pub fn parse_storage_resolution(v: &str) -> Result<StorageResolution, String> {
-    v.parse()
-        .ok()
-        .and_then(StorageResolution::from_seconds)
-        .ok_or_else(|| "expected 1 or 60".into())
-}
-
-/// The decorator's spelling of a boolean (`_config._parse_bool`), so one variable means the same
-/// to both.
-fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err("expected true/false".into()),
-    }
-}
-
-fn parse_float(v: &str, min: f64, max: f64) -> Result<f64, String> {
-    let n: f64 = v
-        .parse()
-        .map_err(|_| format!("not a number in {min}..={max}"))?;
-    if !(min..=max).contains(&n) {
-        return Err(format!("out of range {min}..={max}"));
-    }
-    Ok(n)
-}
-
-fn parse_range(v: &str, min: u64, max: u64) -> Result<u64, String> {
-    let n: u64 = v
-        .parse()
-        .map_err(|_| format!("not a whole number in {min}..={max}"))?;
-    if n < min || n > max {
-        return Err(format!("out of range {min}..={max}"));
-    }
-    Ok(n)
-}
-
-fn parse_flush(v: &str) -> Result<FlushMode, String> {
-    let lower = v.to_ascii_lowercase();
-    match lower.as_str() {
-        "end" => Ok(FlushMode::End),
-        "adaptive" => Ok(FlushMode::Adaptive),
-        _ => match lower.strip_prefix("periodic:") {
-            Some(secs) => {
-                let s = parse_range(secs, 1, 3600)?;
-                Ok(FlushMode::Periodic(Duration::from_secs(s)))
-            }
-            None => Err("expected `end`, `periodic:<seconds>` or `adaptive`".into()),
-        },
     }
 }
 

@@ -1,267 +1,21 @@
 //! The decorator's per-invocation records: UDP datagrams on 127.0.0.1 (docs/protocol.md, versions
 //! 1 and 2).
 
-use lmp_protocol::{EnvelopeError, Kind, HEAP_SINCE_VERSION};
-use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::config;
 use crate::invocation::SourceEvent;
-use crate::sinks::SinkSettings;
 use crate::sources::procfs;
 use crate::stats::{Counters, RateLimiter};
 
-/// The limit and the accepted versions are the protocol crate's (one definition each).
-pub use lmp_protocol::{MAX_DATAGRAM, PROTOCOL_VERSIONS};
+mod record;
 
-/// Garbage-collector activity during one invocation.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct GcStats {
-    pub collections: Option<u64>,
-    pub collected: Option<u64>,
-    pub uncollectable: Option<u64>,
-    pub garbage: Option<u64>,
-}
-
-/// One allocation site holding retained memory.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-pub struct TopSite {
-    #[serde(default)]
-    pub file: String,
-    #[serde(default)]
-    pub line: u64,
-    #[serde(default)]
-    pub size: u64,
-    #[serde(default)]
-    pub count: u64,
-    /// `file:line` of the allocating frame when the site is a frame of the function's own code
-    /// further up the stack (the library line the memory was allocated in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub via: Option<String>,
-}
-
-/// What `tracemalloc` saw on a traced (sampled) invocation.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Trace {
-    pub reason: Option<String>,
-    pub peak_bytes: Option<u64>,
-    pub retained_bytes: Option<u64>,
-    pub retained_blocks: Option<u64>,
-    pub growth_bytes: Option<i64>,
-    /// Entries that do not parse are skipped, never the record.
-    #[serde(default, deserialize_with = "lenient_list")]
-    pub top: Vec<TopSite>,
-    pub top_truncated: Option<u64>,
-}
-
-/// What the native sampling heap profiler saw (protocol version 2): the Python allocator's OBJ
-/// and MEM domains, sampled by bytes, each sample weighted so that the sum is an unbiased
-/// estimate of the live bytes.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Heap {
-    /// Estimated live bytes at the invocation's end (a sampled estimate).
-    pub live_bytes: Option<u64>,
-    /// Bytes requested from those domains during the invocation (an exact count, freed or not).
-    pub allocated_bytes: Option<u64>,
-    /// Mean sampling interval, bytes.
-    pub sample_bytes: Option<u64>,
-    /// Live samples held now.
-    pub samples: Option<u64>,
-    /// Samples not held (table full) since the process started.
-    pub dropped: Option<u64>,
-    /// Increments when the sampler restarted: `live_bytes` of another epoch are not comparable.
-    pub epoch: Option<u64>,
-    /// Top sites by |`delta_bytes`| since the previous record; entries that do not parse are
-    /// skipped, never the object.
-    #[serde(default, deserialize_with = "lenient_list")]
-    pub sites: Vec<HeapSite>,
-    pub sites_truncated: Option<u64>,
-}
-
-/// One allocation site of the sampler: its estimated live bytes and their change.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-pub struct HeapSite {
-    pub file: String,
-    pub line: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<String>,
-    /// `file:line` of the allocating frame when it is not the site itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub via: Option<String>,
-    /// Change of the site's estimated live bytes since the previous record (signed).
-    pub delta_bytes: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub live_bytes: Option<u64>,
-}
-
-/// The decorator's `invocation` record. Absent figures are `None` and produce no datum.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct DecoratorRecord {
-    pub request_id: String,
-    pub pid: Option<u32>,
-    pub runtime: Option<String>,
-    pub start_ms: Option<f64>,
-    pub duration_ms: Option<f64>,
-    pub cold_start: Option<bool>,
-    pub error_type: Option<String>,
-    pub rss_peak_bytes: Option<u64>,
-    pub rss_peak_scope: Option<String>,
-    pub heap_blocks: Option<u64>,
-    /// The sender's resident anonymous memory at the invocation's end (`/proc/self/statm`).
-    pub anon_bytes: Option<u64>,
-    /// A malformed `gc` or `trace` object is dropped alone: the core figures survive it.
-    #[serde(default, deserialize_with = "lenient")]
-    pub gc: Option<GcStats>,
-    #[serde(default, deserialize_with = "lenient")]
-    pub trace: Option<Trace>,
-    /// The native sampler's figures (version 2 only); a malformed object is dropped alone.
-    #[serde(default, deserialize_with = "lenient")]
-    pub heap: Option<Heap>,
-    /// The record carried a `heap` object that did not parse (set by [`parse_datagram`]): the
-    /// invocation has no heap sample, but its sender does run the sampler.
-    #[serde(skip)]
-    pub heap_malformed: bool,
-}
-
-fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    let v = serde_json::Value::deserialize(d)?;
-    Ok(serde_json::from_value(v).ok())
-}
-
-fn lenient_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    let v = serde_json::Value::deserialize(d)?;
-    Ok(match v {
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .filter_map(|i| serde_json::from_value(i).ok())
-            .collect(),
-        _ => Vec::new(),
-    })
-}
-
-/// A record understood by this receiver.
-#[derive(Debug, Clone, PartialEq)]
-pub enum IntakeRecord {
-    Hello {
-        pid: Option<u32>,
-        runtime: Option<String>,
-        /// The decorator's explicit sink arguments; values no parser takes are in `rejected`.
-        sink: Option<SinkSettings>,
-    },
-    Invocation(Box<DecoratorRecord>),
-}
-
-/// Why a datagram was not used.
-#[derive(Debug, Error, PartialEq)]
-pub enum IntakeError {
-    #[error("datagram of {0} bytes exceeds the {MAX_DATAGRAM}-byte limit")]
-    Oversized(usize),
-    #[error("malformed record: {0}")]
-    Malformed(String),
-    /// Not JSON at all: no message is built (a flood of these must cost little).
-    #[error("not JSON (line {line}, column {column})")]
-    NotJson { line: usize, column: usize },
-    #[error("unsupported protocol version {0}")]
-    UnknownVersion(String),
-    #[error("unknown record kind {0:?}")]
-    UnknownKind(String),
-}
-
-impl From<EnvelopeError> for IntakeError {
-    fn from(e: EnvelopeError) -> Self {
-        match e {
-            EnvelopeError::Oversized(n) => IntakeError::Oversized(n),
-            EnvelopeError::NotJson { line, column } => IntakeError::NotJson { line, column },
-            EnvelopeError::UnknownVersion(v) => IntakeError::UnknownVersion(v),
-            EnvelopeError::UnknownKind(k) => IntakeError::UnknownKind(k),
-            // The remaining faults are counted as malformed records, with the reason named.
-            EnvelopeError::NotAnObject
-            | EnvelopeError::MissingVersion
-            | EnvelopeError::MissingKind => IntakeError::Malformed(e.to_string()),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct HelloBody {
-    pid: Option<u32>,
-    runtime: Option<String>,
-    #[serde(default)]
-    sink: Option<serde_json::Value>,
-}
-
-/// The `sink` object of a hello: each field checked by the rule of its `LMP_*` variable; a field
-/// that fails is left out and named in `rejected` (the extension keeps its own value for it).
-fn sink_settings(v: &serde_json::Value) -> Option<SinkSettings> {
-    let obj = v.as_object()?;
-    let mut out = SinkSettings::default();
-    for (field, value) in obj {
-        let raw = match value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let checked = match field.as_str() {
-            "namespace" => config::parse_namespace(raw.trim()).map(|n| out.namespace = Some(n)),
-            "dimensions" => config::parse_dimensions(&raw)
-                .map(|d| out.function_version = Some(d.function_version)),
-            "storage_resolution" => config::parse_storage_resolution(raw.trim())
-                .map(|r| out.storage_resolution = Some(r)),
-            _ => Err("not a sink setting".to_string()),
-        };
-        if let Err(reason) = checked {
-            if out.rejected.len() < MAX_REJECTED_SETTINGS {
-                let shown: String = raw.chars().take(80).collect();
-                out.rejected.push(format!("{field}={shown:?} ({reason})"));
-            }
-        }
-    }
-    Some(out)
-}
-
-/// Rejected fields of one hello named in its warning (a hello is one datagram: a handful).
-const MAX_REJECTED_SETTINGS: usize = 8;
-
-/// Parses one datagram into a typed record.
-pub fn parse_datagram(bytes: &[u8]) -> Result<IntakeRecord, IntakeError> {
-    let envelope = lmp_protocol::parse_envelope(bytes)?;
-    // The parsed value is handed over, not cloned: this runs once per invocation.
-    let value = envelope.body;
-    match envelope.kind {
-        Kind::Hello => {
-            let h: HelloBody =
-                serde_json::from_value(value).map_err(|e| IntakeError::Malformed(e.to_string()))?;
-            Ok(IntakeRecord::Hello {
-                pid: h.pid,
-                runtime: h.runtime,
-                sink: h.sink.as_ref().and_then(sink_settings),
-            })
-        }
-        Kind::Invocation => {
-            let heap_sent = value.get("heap").is_some_and(|h| !h.is_null());
-            let mut r: DecoratorRecord =
-                serde_json::from_value(value).map_err(|e| IntakeError::Malformed(e.to_string()))?;
-            if envelope.version < HEAP_SINCE_VERSION {
-                // Not a field of version 1: ignored, as unknown fields are.
-                r.heap = None;
-            } else {
-                r.heap_malformed = heap_sent && r.heap.is_none();
-            }
-            Ok(IntakeRecord::Invocation(Box::new(r)))
-        }
-    }
-}
+pub use record::{
+    parse_datagram, DecoratorRecord, GcStats, Heap, HeapSite, IntakeError, IntakeRecord, TopSite,
+    Trace, MAX_DATAGRAM, PROTOCOL_VERSIONS,
+};
 
 /// Receive buffer asked for: a burst of records (a handler's sub-millisecond invocations, a
 /// flood) waits in the kernel while the extension is busy. The kernel's default (~208 KiB) holds
@@ -291,6 +45,7 @@ pub struct CurrentInvocations(std::sync::Mutex<std::collections::VecDeque<String
 const CURRENT_INVOCATIONS: usize = 4;
 /// `/proc` reads allowed per period for records whose id no INVOKE named yet.
 const UNNAMED_READS_PER_PERIOD: u32 = 8;
+/// The period of [`UNNAMED_READS_PER_PERIOD`].
 const UNNAMED_READS_PERIOD: Duration = Duration::from_millis(100);
 
 impl CurrentInvocations {
@@ -304,6 +59,7 @@ impl CurrentInvocations {
         }
     }
 
+    /// True when one of the last INVOKE events named `request_id`.
     fn contains(&self, request_id: &str) -> bool {
         self.0
             .lock()
@@ -386,6 +142,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::SinkSettings;
 
     const EXAMPLE: &str = r#"{
       "v": 1, "kind": "invocation",
