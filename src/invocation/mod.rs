@@ -404,6 +404,14 @@ mod tests {
         }))
     }
 
+    /// A decorator's hello, with nothing but its presence.
+    fn hello() -> SourceEvent {
+        SourceEvent::DecoratorHello {
+            pid: None,
+            sink: None,
+        }
+    }
+
     fn record(id: &str) -> SourceEvent {
         SourceEvent::Decorator {
             record: Box::new(DecoratorRecord {
@@ -485,14 +493,7 @@ mod tests {
         let t0 = Instant::now();
         let late = t0 + Duration::from_secs(600);
         let mut j = Join::new(cfg(8));
-        j.on_event(
-            SourceEvent::DecoratorHello {
-                pid: None,
-                sink: None,
-            },
-            t0,
-            0,
-        );
+        j.on_event(hello(), t0, 0);
         j.on_invoke("a", t0, 0);
         // The record for "a" was lost; its report arrives during "b".
         j.on_invoke("b", late, 0);
@@ -536,14 +537,7 @@ mod tests {
     fn full_table_evicts_the_oldest_as_partial() {
         let t = Instant::now();
         let mut j = Join::new(cfg(2));
-        j.on_event(
-            SourceEvent::DecoratorHello {
-                pid: None,
-                sink: None,
-            },
-            t,
-            0,
-        );
+        j.on_event(hello(), t, 0);
         j.on_invoke("a", t, 0);
         j.on_event(record("a"), t, 0);
         j.on_invoke("b", t, 0);
@@ -560,14 +554,7 @@ mod tests {
     fn records_no_invoke_named_are_never_published_nor_push_real_ones_out() {
         let t = Instant::now();
         let mut j = Join::new(cfg(4));
-        j.on_event(
-            SourceEvent::DecoratorHello {
-                pid: None,
-                sink: None,
-            },
-            t,
-            0,
-        );
+        j.on_event(hello(), t, 0);
         let mut out = j.on_invoke("real-1", t, 0);
         for k in 0..1000 {
             out.extend(j.on_event(record(&format!("fake-{k}")), t, 0));
@@ -592,14 +579,7 @@ mod tests {
     fn a_record_that_overtakes_its_invoke_is_joined() {
         let t = Instant::now();
         let mut j = Join::new(cfg(4));
-        j.on_event(
-            SourceEvent::DecoratorHello {
-                pid: None,
-                sink: None,
-            },
-            t,
-            0,
-        );
+        j.on_event(hello(), t, 0);
         assert!(j.on_event(record("a"), t, 0).is_empty());
         assert!(j.on_event(report("a"), t, 0).is_empty());
         let out = j.on_invoke("a", t, 0);
@@ -612,14 +592,7 @@ mod tests {
     fn drain_flags_incomplete_and_discards_empty() {
         let t = Instant::now();
         let mut j = Join::new(cfg(8));
-        j.on_event(
-            SourceEvent::DecoratorHello {
-                pid: None,
-                sink: None,
-            },
-            t,
-            0,
-        );
+        j.on_event(hello(), t, 0);
         j.on_invoke("a", t, 0);
         j.on_event(record("a"), t, 0);
         j.on_invoke("b", t, 0); // nothing ever arrived for b
