@@ -246,3 +246,50 @@ async fn the_decorators_sink_arguments_configure_the_extension() {
     // Platform figures (not only the decorator's) go there too.
     assert!(!common::metric_values(&docs, "MaxMemoryUsed").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_managed_instances_the_extension_stays_out_of_the_way() {
+    let py = common::python();
+    let dir = common::temp_dir("managed-instances");
+    let mut cfg = common::config(py, &dir, common::DECORATED, &base_env("end"));
+    cfg.initialization_type = "lambda-managed-instances".into();
+    let em = Emulator::start(cfg).await.expect("emulator starts");
+    for _ in 0..3 {
+        let out = em.invoke(serde_json::json!({})).await.expect("invoke");
+        assert_eq!(out.status, InvokeStatus::Success, "{out:?}");
+    }
+    let (shut, ext) = common::shut_down(em).await;
+    // Registered as the platform allows (SHUTDOWN only), never waited on, exits cleanly.
+    assert_eq!(ext.events, vec!["SHUTDOWN".to_string()], "{ext:?}");
+    assert!(ext.post_runtime.is_empty(), "{ext:?}");
+    assert!(
+        !ext.exit.exited_before_shutdown && ext.exit.code == Some(0),
+        "{ext:?}"
+    );
+    let lines = shut
+        .extension_output
+        .get(common::EXT)
+        .cloned()
+        .unwrap_or_default();
+    let text = lines.join("\n");
+    assert!(
+        text.contains("Lambda Managed Instances are not supported yet"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_initialization_type_is_logged_and_profiled_like_on_demand() {
+    let py = common::python();
+    let dir = common::temp_dir("unknown-init");
+    let mut cfg = common::config(py, &dir, common::DECORATED, &base_env("end"));
+    cfg.initialization_type = "some-future-mode".into();
+    let (_, lines) = run(cfg, 3).await;
+    let warned = lines
+        .iter()
+        .filter(|l| l.contains("unknown AWS_LAMBDA_INITIALIZATION_TYPE"))
+        .count();
+    assert_eq!(warned, 1, "{}", lines.join("\n"));
+    let docs = common::emf_docs(&lines);
+    assert!(!common::metric_values(&docs, "RuntimeRssPeak").is_empty());
+}

@@ -58,6 +58,9 @@ pub struct EmulatorConfig {
     /// Answer every Telemetry and Logs API subscription `202 Telemetry.NotSupported`, as
     /// `sam local` and other local runtimes do: no telemetry reaches any extension.
     pub telemetry_not_supported: bool,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE` and the `initializationType` of the init records. Only
+    /// the variable and the records change: the environment still runs on-demand.
+    pub initialization_type: String,
 }
 
 /// Lambda's log format setting for a function.
@@ -105,6 +108,7 @@ impl Default for EmulatorConfig {
             sandbox_hosts: true,
             runtime_version: None,
             telemetry_not_supported: false,
+            initialization_type: "on-demand".to_string(),
         }
     }
 }

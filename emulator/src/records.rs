@@ -18,7 +18,7 @@ pub(crate) fn tracing(trace: &str, span_id: &str) -> Value {
 pub(crate) fn init_start(c: &EmulatorConfig) -> Value {
     let version = c.runtime_version();
     json!({
-        "initializationType": "on-demand",
+        "initializationType": c.initialization_type,
         "phase": "init",
         "runtimeVersion": version,
         "runtimeVersionArn": runtime_version_arn(&c.region, &version),

@@ -84,11 +84,58 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
     let mut client = ExtensionClient::new(&api);
     let name = extension_name();
     if cfg.disabled {
-        return crate::disabled::run(client, &name).await;
+        return crate::disabled::run(client, &name, "LMP_DISABLE").await;
     }
-    let (mut agent, mut rx) = start::start(cfg, &mut client, &name, counters).await?;
+    match Platform::of(cfg.lambda.initialization_type.as_deref()) {
+        Platform::Supported => {}
+        Platform::ManagedInstances => {
+            // There an extension may register for SHUTDOWN only, and the runtime runs one
+            // process per concurrent request: the per-invocation join cannot work. Staying
+            // registered for SHUTDOWN keeps the function healthy; nothing is published.
+            tracing::warn!(
+                "Lambda Managed Instances are not supported yet: profiling off (SHUTDOWN only)"
+            );
+            return crate::disabled::run(client, &name, "Lambda Managed Instances").await;
+        }
+        Platform::Unknown(kind) => tracing::warn!(
+            initialization_type = %kind,
+            "unknown AWS_LAMBDA_INITIALIZATION_TYPE: handled like on-demand"
+        ),
+    }
+    let (mut agent, mut rx) = match start::start(cfg, &mut client, &name, counters).await {
+        Ok(started) => started,
+        Err(e) => {
+            // Exiting before SHUTDOWN would fail the function's init: after the INVOKE
+            // registration failed, register for SHUTDOWN only and stay out of the way.
+            tracing::error!(error = %format!("{e:#}"), "cannot start; continuing as a do-nothing extension");
+            return crate::disabled::run(client, &name, "start-up failed").await;
+        }
+    };
     agent.event_loop(client, &mut rx).await;
     Ok(())
+}
+
+/// What the initialization type says about the platform.
+#[derive(Debug, PartialEq, Eq)]
+enum Platform<'a> {
+    /// On-demand, provisioned concurrency, SnapStart (or not said: Lambda before the variable).
+    Supported,
+    /// `lambda-managed-instances`.
+    ManagedInstances,
+    /// Anything else: logged once, handled like on-demand.
+    Unknown(&'a str),
+}
+
+impl<'a> Platform<'a> {
+    fn of(initialization_type: Option<&'a str>) -> Platform<'a> {
+        match initialization_type {
+            None | Some("on-demand" | "provisioned-concurrency" | "snap-start") => {
+                Platform::Supported
+            }
+            Some("lambda-managed-instances") => Platform::ManagedInstances,
+            Some(other) => Platform::Unknown(other),
+        }
+    }
 }
 
 /// The event loop's own state between two turns.
@@ -278,5 +325,34 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Platform;
+
+    #[test]
+    fn the_initialization_type_names_the_platform() {
+        for supported in [
+            None,
+            Some("on-demand"),
+            Some("provisioned-concurrency"),
+            Some("snap-start"),
+        ] {
+            assert_eq!(
+                Platform::of(supported),
+                Platform::Supported,
+                "{supported:?}"
+            );
+        }
+        assert_eq!(
+            Platform::of(Some("lambda-managed-instances")),
+            Platform::ManagedInstances
+        );
+        assert_eq!(
+            Platform::of(Some("warp-drive")),
+            Platform::Unknown("warp-drive")
+        );
     }
 }

@@ -48,6 +48,9 @@ pub struct LambdaEnv {
     pub function_name: Option<String>,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MB.
     pub memory_mb: Option<u32>,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE`: `on-demand`, `provisioned-concurrency`, `snap-start`,
+    /// `lambda-managed-instances`, ...
+    pub initialization_type: Option<String>,
 }
 
 /// The whole configuration. Field docs are the user documentation (docs/extension.md).
@@ -167,6 +170,7 @@ impl Config {
             runtime_api: set("AWS_LAMBDA_RUNTIME_API"),
             function_name: set("AWS_LAMBDA_FUNCTION_NAME"),
             memory_mb: set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok()),
+            initialization_type: set("AWS_LAMBDA_INITIALIZATION_TYPE"),
         };
         let mut warnings = Vec::new();
         let mut apply = |var: &'static str, parse: &mut dyn FnMut(&str) -> Result<(), String>| {

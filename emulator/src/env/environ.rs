@@ -38,6 +38,7 @@ fn is_reserved(key: &str) -> bool {
             | "AWS_LAMBDA_LOG_GROUP_NAME"
             | "AWS_LAMBDA_LOG_STREAM_NAME"
             | "AWS_LAMBDA_LOG_FORMAT"
+            | "AWS_LAMBDA_INITIALIZATION_TYPE"
             | "LAMBDA_TASK_ROOT"
             | "_HANDLER"
     )
@@ -73,7 +74,10 @@ pub(super) fn environment(shared: &SharedRef, addr: &str) -> Vec<(String, String
             format!("/aws/lambda/{}", c.function_name),
         ),
         ("AWS_LAMBDA_LOG_STREAM_NAME", stream),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+        (
+            "AWS_LAMBDA_INITIALIZATION_TYPE",
+            c.initialization_type.clone(),
+        ),
     ];
     if c.log_format == LogFormat::Json {
         // What Lambda sets for a function whose LoggingConfig is JSON; the Python runtime then

@@ -84,10 +84,9 @@ pub(crate) async fn init(shared: &SharedRef, addr: &str) -> Result<InitInfo, Emu
     };
     {
         let mut st = shared.lock();
-        let mut done =
-            json!({"initializationType": "on-demand", "phase": "init", "status": status});
+        let mut done = json!({"initializationType": shared.config.initialization_type, "phase": "init", "status": status});
         let mut report = json!({
-            "initializationType": "on-demand",
+            "initializationType": shared.config.initialization_type,
             "phase": "init",
             "status": status,
             "metrics": {"durationMs": duration_ms(duration)},
