@@ -41,7 +41,7 @@ impl Agent {
     /// applied (the decorator's argument wins over `LMP_*`, as in the decorator); a later hello
     /// asking for something else is logged once and ignored.
     fn take_decorator_sink(&mut self, s: SinkSettings) {
-        if !s.rejected.is_empty() {
+        if !s.rejected.is_empty() && !std::mem::replace(&mut self.sink_warned, true) {
             tracing::warn!(rejected = ?s.rejected, "decorator sink arguments ignored; keeping the extension's values");
         }
         if s.is_empty() {
@@ -57,7 +57,9 @@ impl Agent {
                 return
             }
             Some(_) => {
-                tracing::warn!(asked = ?s, kept = ?self.destination, "another decorated handler asks for other sink settings; keeping the first");
+                if !std::mem::replace(&mut self.sink_warned, true) {
+                    tracing::warn!(asked = ?s, kept = ?self.destination, "another decorated handler asks for other sink settings; keeping the first");
+                }
                 return;
             }
         }
@@ -74,16 +76,10 @@ impl Agent {
         if let Some(r) = s.storage_resolution {
             to.storage_resolution = r;
         }
-        if self
-            .sink_tx
-            .try_send(Command::Retarget(to.clone()))
-            .is_err()
-        {
-            // The sink's queue is full: the next hello (one per decorated handler) tries again.
-            tracing::warn!("sink busy: the decorator's sink settings are not applied yet");
-            return;
-        }
         tracing::info!(namespace = %to.namespace, dimensions = ?to.dims.0, storage_resolution = to.storage_resolution.seconds(), "sink settings from the decorator's arguments");
+        // A watch, not the command queue: the worker reads it before its next flush, so the
+        // change cannot be lost to a full queue.
+        self.destination_tx.send_replace(to.clone());
         self.destination = to;
         self.decorator_sink = Some(s);
     }
@@ -95,7 +91,9 @@ impl Agent {
             SourceEvent::DecoratorHello { pid, .. } => *pid,
             SourceEvent::Decorator { .. } | SourceEvent::Telemetry(_) => None,
         };
-        if pid.is_some() {
+        // A child process that re-imports the handler's module (spawn, forkserver) says hello
+        // too: it takes over only from a runtime that is gone.
+        if pid.is_some() && (self.runtime_pid.is_none() || self.runtime_gone()) {
             self.runtime_pid = pid;
         }
     }

@@ -69,6 +69,10 @@ struct Agent {
     presence: DecoratorPresence,
     /// Where the sink publishes; the decorator's own arguments may change it once.
     destination: Destination,
+    /// Tells the sink worker a new destination (read before its next flush).
+    destination_tx: tokio::sync::watch::Sender<Destination>,
+    /// A warning about the decorator's sink arguments was logged (once per process).
+    sink_warned: bool,
     function_version: String,
     /// The decorator settings applied (the first hello that carried any).
     decorator_sink: Option<SinkSettings>,
@@ -255,6 +259,8 @@ impl Agent {
                 invocations = crate::presence::SILENT_INVOCATIONS,
                 "no decorator record for these invocations: not waiting for one until a record arrives"
             );
+            let done = self.join.decorator_went_silent();
+            self.publish(done).await;
         }
         if !self.policy.flush_at_end(now) {
             st.arm();

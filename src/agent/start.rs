@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Agent, EVENT_CHANNEL};
 use crate::analysis::environment::EnvironmentAnalysis;
@@ -79,9 +79,11 @@ pub(super) async fn start(
         storage_resolution: cfg.storage_resolution,
     };
     let (sink_tx, sink_rx) = mpsc::channel(256);
+    let (destination_tx, destination_rx) = watch::channel(destination.clone());
     tokio::spawn(sinks::worker(
         sink_for(cfg.sink, destination.clone()),
         sink_rx,
+        destination_rx,
         cfg.buffer_max,
         counters.clone(),
     ));
@@ -110,8 +112,10 @@ pub(super) async fn start(
         runtime_pid: None,
         presence: DecoratorPresence::default(),
         destination,
+        destination_tx,
         function_version: reg.function_version,
         decorator_sink: None,
+        sink_warned: false,
     };
     Ok((agent, rx))
 }

@@ -31,6 +31,9 @@ pub struct OomFacts<'a> {
     pub own_peak_mb: Option<f64>,
     /// The handler raised Python's `MemoryError`.
     pub python_memory_error: bool,
+    /// The invocation just before this one succeeded with the mark reaching the size (so it was
+    /// not counted): a failure now, with the mark still there, is the kill that touch led to.
+    pub previous_touched_limit: bool,
 }
 
 /// Why an invocation is counted as out of memory.
@@ -96,7 +99,10 @@ pub fn detect(facts: &OomFacts<'_>, near_limit: f64) -> Option<OomCause> {
     let mark = facts.max_memory_used_mb.filter(|m| m.is_finite());
     // The mark rose during this invocation (or this is the first one the environment reported).
     let mark_rose = mark.filter(|m| facts.previous_mark_mb.is_none_or(|prev| *m > prev));
-    if mark_rose.is_some_and(|m| m >= size) {
+    // Lambda often reports such a kill as `Runtime.ExitError` ("signal: killed"), with no
+    // record from the killed process: the mark is all there is.
+    let reached = mark_rose.or(mark.filter(|_| facts.previous_touched_limit));
+    if reached.is_some_and(|m| m >= size) {
         return Some(OomCause::ReachedMemoryLimit);
     }
     let own_peak = match (facts.own_peak_mb, mark_rose) {
@@ -107,8 +113,29 @@ pub fn detect(facts: &OomFacts<'_>, near_limit: f64) -> Option<OomCause> {
     (utilization >= near_limit).then_some(OomCause::FailedAtLimit { utilization })
 }
 
-/// The facts of one profile, given the mark the environment reported before it.
-pub fn facts_of(p: &InvocationProfile, previous_mark_mb: Option<f64>) -> OomFacts<'_> {
+/// True for a successful invocation during which the mark reached the size: not an
+/// out-of-memory itself, but a failure right after it is (see [`OomFacts::previous_touched_limit`]).
+pub fn touched_limit(facts: &OomFacts<'_>) -> bool {
+    let success = facts
+        .status
+        .is_some_and(|s| s.eq_ignore_ascii_case("success"));
+    let rose = match (facts.max_memory_used_mb, facts.previous_mark_mb) {
+        (Some(m), Some(prev)) => m > prev,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    success
+        && rose
+        && matches!((facts.max_memory_used_mb, facts.memory_size_mb), (Some(m), Some(s)) if s > 0.0 && m >= s)
+}
+
+/// The facts of one profile, given the mark the environment reported before it and whether the
+/// invocation before it touched the limit.
+pub fn facts_of(
+    p: &InvocationProfile,
+    previous_mark_mb: Option<f64>,
+    previous_touched_limit: bool,
+) -> OomFacts<'_> {
     let r = p.report.as_ref();
     let rd = p.runtime_done.as_ref();
     let d = p.decorator.as_deref();
@@ -130,6 +157,7 @@ pub fn facts_of(p: &InvocationProfile, previous_mark_mb: Option<f64>) -> OomFact
         memory_size_mb: r.and_then(|r| r.memory_size_mb),
         own_peak_mb,
         python_memory_error: d.and_then(|d| d.error_type.as_deref()) == Some("MemoryError"),
+        previous_touched_limit,
     }
 }
 
@@ -224,6 +252,29 @@ mod tests {
         };
         assert_eq!(detect_default(&small_own), None);
         assert_eq!(detect_default(&facts("success", 127.0, Some(100.0))), None);
+    }
+
+    #[test]
+    fn a_kill_reported_as_exit_error_after_a_touch_counts_once() {
+        // A success reads 128 of 128 (rounded up): not counted, but it touched the limit.
+        let touch = facts("success", 128.0, Some(120.0));
+        assert_eq!(detect_default(&touch), None);
+        assert!(touched_limit(&touch));
+        // The next one is killed, reported as Runtime.ExitError, the mark unchanged.
+        let killed = OomFacts {
+            error_type: Some("Runtime.ExitError"),
+            previous_touched_limit: true,
+            ..facts("error", 128.0, Some(128.0))
+        };
+        assert_eq!(detect_default(&killed), Some(OomCause::ReachedMemoryLimit));
+        // Not an error long after the touch (the flag lasts one invocation), nor a success.
+        assert_eq!(detect_default(&facts("error", 128.0, Some(128.0))), None);
+        let fine = OomFacts {
+            previous_touched_limit: true,
+            ..facts("success", 128.0, Some(128.0))
+        };
+        assert_eq!(detect_default(&fine), None);
+        assert!(!touched_limit(&fine), "the mark did not rise");
     }
 
     #[test]

@@ -107,6 +107,13 @@ impl Join {
         self.take_complete()
     }
 
+    /// The decorator's records stopped coming (`presence` learned it): complete profiles without
+    /// them from now on, until a record arrives again.
+    pub fn decorator_went_silent(&mut self) -> Vec<InvocationProfile> {
+        self.decorator_seen = false;
+        self.take_complete()
+    }
+
     /// True once any decorator record (or hello) arrived.
     pub fn decorator_seen(&self) -> bool {
         self.decorator_seen
@@ -602,6 +609,26 @@ mod tests {
         assert!(out[0].partial);
         assert_eq!(j.stats.discarded_empty, 1);
         assert_eq!(j.pending_len(), 0);
+    }
+
+    #[test]
+    fn once_the_decorator_went_silent_profiles_complete_without_its_record() {
+        let t = Instant::now();
+        let mut j = Join::new(cfg(8));
+        j.on_event(hello(), t, 0);
+        j.on_invoke("a", t, 0);
+        assert!(
+            j.on_event(report("a"), t, 0).is_empty(),
+            "waits for the record"
+        );
+        let done = j.decorator_went_silent();
+        assert_eq!(done.len(), 1);
+        assert!(!done[0].partial && done[0].decorator.is_none());
+        // A record again: expected again.
+        j.on_invoke("b", t, 0);
+        j.on_event(record("b"), t, 0);
+        j.on_invoke("c", t, 0);
+        assert!(j.on_event(report("c"), t, 0).is_empty());
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Writes one line to stdout. Errors (closed stdout) are ignored: logging must never kill us.
 pub fn print_line(line: &str) {
@@ -126,8 +126,6 @@ pub enum Command {
     Data(Vec<Datum>),
     /// Send everything buffered; the sender (if any) is told when done.
     Flush(Option<oneshot::Sender<()>>),
-    /// Publish from now on (buffered values included) under another destination.
-    Retarget(Destination),
 }
 
 /// Buffer fill (in values) at which the worker flushes on its own.
@@ -138,9 +136,12 @@ pub const FLUSH_AT_VALUES: usize = 5_000;
 /// A flush takes everything queued behind it (data and other flush requests) into one send, so
 /// that invocations held up by a slow endpoint go out together, in full requests, once it
 /// answers. `counters.values_pending` says how many values are buffered or in flight.
+/// `destination` is read before every flush: a change (the decorator's own sink arguments)
+/// applies to what is buffered too, and is never lost to a full command queue.
 pub async fn worker(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Command>,
+    mut destination: watch::Receiver<Destination>,
     buffer_max: usize,
     counters: Arc<Counters>,
 ) {
@@ -152,10 +153,10 @@ pub async fn worker(
             Command::Data(d) => {
                 take_data(&mut buf, d, buffer_max, &counters, &mut warn);
                 if buf.len() >= FLUSH_AT_VALUES.min(buffer_max) {
+                    retarget(&mut sink, &mut destination);
                     flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;
                 }
             }
-            Command::Retarget(to) => sink.retarget(to),
             Command::Flush(ack) => {
                 let mut acks: Vec<oneshot::Sender<()>> = ack.into_iter().collect();
                 while let Ok(more) = rx.try_recv() {
@@ -164,15 +165,23 @@ pub async fn worker(
                             take_data(&mut buf, d, buffer_max, &counters, &mut warn)
                         }
                         Command::Flush(a) => acks.extend(a),
-                        Command::Retarget(to) => sink.retarget(to),
                     }
                 }
+                retarget(&mut sink, &mut destination);
                 flush(&mut sink, &mut buf, &counters, &mut reported_drops).await;
                 for ack in acks {
                     let _ = ack.send(());
                 }
             }
         }
+    }
+}
+
+/// Points the sink at the newest destination, if it changed.
+fn retarget(sink: &mut Sink, destination: &mut watch::Receiver<Destination>) {
+    if destination.has_changed().unwrap_or(false) {
+        let to = destination.borrow_and_update().clone();
+        sink.retarget(to);
     }
 }
 

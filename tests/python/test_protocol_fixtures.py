@@ -113,11 +113,22 @@ def test_the_hello_fixtures_are_what_the_decorator_sends(intake, lmp_env, name, 
     sender.hello(f["runtime"], f["agent"], f.get("sink"))
     assert json.loads(intake.sock.recv(65536)) == dict(f, pid=os.getpid())
     sender.close()
-    # The decorator's own hello, at decoration: the fixture's fields and types, its values.
-    memory_profile(intake_port=intake.port, **sink_args)(lambda event, context: None)
+    # The decorator's own hellos: at decoration, presence only (no `sink`); the sink arguments
+    # with the handler's first record, so the handler Lambda invokes is the one whose
+    # arguments the extension takes.
+    handler = memory_profile(intake_port=intake.port, **sink_args)(lambda event, context: None)
     hello = json.loads(intake.sock.recv(65536))
-    assert shape(hello) == shape(f)
-    assert hello == dict(f, pid=os.getpid(), runtime=RUNTIME, agent=AGENT)
+    plain = fixture("hello.json")
+    assert hello == dict(plain, pid=os.getpid(), runtime=RUNTIME, agent=AGENT)
+    if sink_args:
+        handler({}, None)
+        with_sink = json.loads(intake.sock.recv(65536))
+        assert shape(with_sink) == shape(f)
+        assert with_sink == dict(f, pid=os.getpid(), runtime=RUNTIME, agent=AGENT)
+        record = json.loads(intake.sock.recv(65536))
+        assert record["kind"] == "invocation"
+        handler({}, None)
+        assert json.loads(intake.sock.recv(65536))["kind"] == "invocation", "sent once"
     assert re.fullmatch(r"python3\.\d+", f["runtime"])
     assert AGENT.split("/")[0] == f["agent"].split("/")[0]
 

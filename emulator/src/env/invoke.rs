@@ -275,8 +275,8 @@ fn over_limit_at_answer(shared: &SharedRef, end: RuntimeEnd) -> RuntimeEnd {
     }
     let pid = {
         let mut st = shared.lock();
-        match (st.runtime.pid, st.runtime.oom_killed) {
-            (Some(pid), false) => {
+        match (st.runtime.pid, &st.runtime.exit, st.runtime.oom_killed) {
+            (Some(pid), None, false) => {
                 st.runtime.oom_killed = true;
                 Some(pid)
             }

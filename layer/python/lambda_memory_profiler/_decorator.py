@@ -64,13 +64,15 @@ class _Profiler:
         self.opts = opts
         self.sampler = Sampler(opts)
         self.sender: Sender | None = None
+        # Sent with this handler's first record: of several decorated functions, the one Lambda
+        # invokes is the one whose sink arguments the extension takes (docs/protocol.md).
+        self.sink = sink
         try:
             # Hello now, while the handler's module is imported (init): the extension then
-            # knows before the first invocation that a record will come for each one, and
-            # takes the sink arguments given here (docs/protocol.md).
+            # knows before the first invocation that a record will come for each one.
             self.sender = sender_for(opts.intake_port)
-            if sink or not self.sender.hello_sent:
-                self.sender.hello(RUNTIME, AGENT, sink)
+            if not self.sender.hello_sent:
+                self.sender.hello(RUNTIME, AGENT)
         except Exception:
             _PROCESS.errors += 1
         # The process's native heap sampler, started now (before the first invocation, so
@@ -181,6 +183,9 @@ def _finish(
     sender = prof.sender
     if sender is None:
         sender = prof.sender = sender_for(prof.opts.intake_port)
+    if prof.sink is not None:
+        sink, prof.sink = prof.sink, None
+        sender.hello(RUNTIME, AGENT, sink)
     deliver(
         sender,
         prof.opts,

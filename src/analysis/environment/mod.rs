@@ -107,6 +107,8 @@ pub struct EnvironmentAnalysis {
     memory_size_mb: Option<u32>,
     /// The platform's high-water mark after the last invocation that reported one.
     last_mark_mb: Option<f64>,
+    /// The last invocation succeeded with the mark reaching the size (see `oom::touched_limit`).
+    touched_limit: bool,
     previous: Option<ProfileSummary>,
     /// The invocation at which the standing leak verdict was raised.
     leak_raised_at: Option<u64>,
@@ -142,6 +144,7 @@ impl EnvironmentAnalysis {
             rss_peak_mb: None,
             memory_size_mb: None,
             last_mark_mb: None,
+            touched_limit: false,
             previous: None,
             leak_raised_at: None,
             leak_logged_at: None,
@@ -207,7 +210,7 @@ impl EnvironmentAnalysis {
 
     /// Counted once: the invocation that ran out, never a later one because the mark stays high.
     fn out_of_memory(
-        &self,
+        &mut self,
         p: &InvocationProfile,
         function_name: &str,
         summary: &ProfileSummary,
@@ -216,8 +219,9 @@ impl EnvironmentAnalysis {
         if p.report.is_none() && p.runtime_done.is_none() && p.decorator.is_none() {
             return;
         }
-        let facts = oom::facts_of(p, self.last_mark_mb);
+        let facts = oom::facts_of(p, self.last_mark_mb, self.touched_limit);
         let cause = oom::detect(&facts, oom::DEFAULT_NEAR_LIMIT);
+        self.touched_limit = oom::touched_limit(&facts);
         findings.out_of_memory = Some(cause.is_some());
         let Some(cause) = cause else {
             return;
@@ -559,6 +563,27 @@ mod tests {
             assert_eq!(f.out_of_memory == Some(true), i == 11, "invocation {i}");
         }
         assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn a_kill_reported_as_exit_error_right_after_a_touch_is_the_out_of_memory() {
+        let mut a = analysis();
+        let mut counted = Vec::new();
+        for i in 0..20 {
+            let mark = if i < 10 { 500.0 } else { 1024.0 };
+            let (status, error) = match i {
+                11 => ("error", Some("Runtime.ExitError")),
+                15 => ("error", Some("Runtime.ExitError")),
+                _ => ("success", None),
+            };
+            let f = a.observe(&with_report(profile(i, 7, 0), status, error, mark), "fn");
+            if f.out_of_memory == Some(true) {
+                counted.push(i);
+            }
+        }
+        // 10 touched the limit and succeeded; 11 is its kill. 15 is an error later on, with
+        // the mark still at the size: not an out-of-memory.
+        assert_eq!(counted, vec![11]);
     }
 
     #[test]
