@@ -37,29 +37,7 @@ def handler(event, context):
     return {"n": len(_kept)}
 """
 
-NODE_RUNTIME = """
-const http = require('http');
-const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
-function call(method, path, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host, port, path, method }, (res) => {
-      let data = '';
-      res.on('data', (c) => { data += c; });
-      res.on('end', () => resolve({ headers: res.headers, body: data }));
-    });
-    req.on('error', reject);
-    if (body) req.write(body);
-    req.end();
-  });
-}
-(async () => {
-  for (;;) {
-    const next = await call('GET', '/2018-06-01/runtime/invocation/next');
-    const id = next.headers['lambda-runtime-aws-request-id'];
-    await call('POST', `/2018-06-01/runtime/invocation/${id}/response`, '{"ok":true}');
-  }
-})();
-"""
+NODE_RUNTIME = (ROOT / "tests" / "fixtures" / "node_runtime.js").read_text()
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -43,29 +43,7 @@ def handler(event, context):
 "#;
 
 /// A Lambda custom runtime in Node.js (no Python in the function at all).
-const NODE_RUNTIME: &str = r#"
-const http = require('http');
-const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
-function call(method, path, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host, port, path, method }, (res) => {
-      let data = '';
-      res.on('data', (c) => { data += c; });
-      res.on('end', () => resolve({ headers: res.headers, body: data }));
-    });
-    req.on('error', reject);
-    if (body) req.write(body);
-    req.end();
-  });
-}
-(async () => {
-  for (;;) {
-    const next = await call('GET', '/2018-06-01/runtime/invocation/next');
-    const id = next.headers['lambda-runtime-aws-request-id'];
-    await call('POST', `/2018-06-01/runtime/invocation/${id}/response`, JSON.stringify({ ok: true }));
-  }
-})();
-"#;
+const NODE_RUNTIME: &str = include_str!("fixtures/node_runtime.js");
 
 fn base_env(flush: &str) -> Vec<(&'static str, String)> {
     vec![

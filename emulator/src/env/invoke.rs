@@ -273,24 +273,7 @@ fn over_limit_at_answer(shared: &SharedRef, end: RuntimeEnd) -> RuntimeEnd {
     if total <= limit {
         return end;
     }
-    let pid = {
-        let mut st = shared.lock();
-        match (st.runtime.pid, &st.runtime.exit, st.runtime.oom_killed) {
-            (Some(pid), None, false) => {
-                st.runtime.oom_killed = true;
-                Some(pid)
-            }
-            _ => None,
-        }
-    };
-    if let Some(pid) = pid {
-        tracing::warn!(
-            total_mb = total / MIB,
-            limit_mb = limit / MIB,
-            "memory limit exceeded by the invocation: killing the runtime"
-        );
-        process::signal(pid, libc::SIGKILL);
-    }
+    super::sampler::kill_at_limit(shared, total, limit);
     RuntimeEnd::OutOfMemory
 }
 

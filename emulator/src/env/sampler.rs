@@ -23,25 +23,32 @@ pub(crate) async fn sampler(shared: SharedRef) {
         }
         let total = shared.sample_memory();
         if total > limit && matches!(phase, Phase::Init | Phase::Ready) {
-            let pid = {
-                let mut st = shared.lock();
-                match (st.runtime.pid, &st.runtime.exit, st.runtime.oom_killed) {
-                    (Some(pid), None, false) => {
-                        st.runtime.oom_killed = true;
-                        Some(pid)
-                    }
-                    _ => None,
-                }
-            };
-            if let Some(pid) = pid {
-                tracing::warn!(
-                    total_mb = total / MIB,
-                    limit_mb = limit / MIB,
-                    "memory limit exceeded: killing the runtime"
-                );
-                process::signal(pid, libc::SIGKILL);
-                shared.bump();
-            }
+            kill_at_limit(&shared, total, limit);
         }
+    }
+}
+
+/// The cgroup's answer to `total` over `limit`: SIGKILL the runtime, once (marked
+/// `oom_killed`, so the invocation or init reports `Runtime.OutOfMemory`). A runtime that
+/// already exited is not signalled: its pid may be another process's now.
+pub(super) fn kill_at_limit(shared: &SharedRef, total: u64, limit: u64) {
+    let pid = {
+        let mut st = shared.lock();
+        match (st.runtime.pid, &st.runtime.exit, st.runtime.oom_killed) {
+            (Some(pid), None, false) => {
+                st.runtime.oom_killed = true;
+                Some(pid)
+            }
+            _ => None,
+        }
+    };
+    if let Some(pid) = pid {
+        tracing::warn!(
+            total_mb = total / MIB,
+            limit_mb = limit / MIB,
+            "memory limit exceeded: killing the runtime"
+        );
+        process::signal(pid, libc::SIGKILL);
+        shared.bump();
     }
 }
