@@ -38,12 +38,22 @@ fn guarded(f: impl FnOnce() -> *mut PyObject) -> *mut PyObject {
     }
 }
 
+/// A new reference to `None`.
+///
+/// # Safety
+/// The GIL is held.
 unsafe fn none() -> *mut PyObject {
     let n = ffi::Py_None();
     ffi::Py_INCREF(n);
     n
 }
 
+/// Argument `i` as an unsigned integer; `None` with a Python error set when it is missing or
+/// not one.
+///
+/// # Safety
+/// The GIL is held, and `args` points to `nargs` valid object pointers (a fastcall argument
+/// vector).
 unsafe fn arg_u64(args: Args, nargs: Py_ssize_t, i: isize) -> Option<u64> {
     if i >= nargs {
         ffi::PyErr_SetString(ffi::PyExc_TypeError, c"_native: missing argument".as_ptr());
@@ -56,6 +66,11 @@ unsafe fn arg_u64(args: Args, nargs: Py_ssize_t, i: isize) -> Option<u64> {
     Some(v)
 }
 
+/// A tuple stealing `items` (new references); null, with every item released, when one of them
+/// is null or the tuple cannot be made.
+///
+/// # Safety
+/// The GIL is held, and each item is null or a new reference the caller gives up.
 unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
     let t = ffi::PyTuple_New(items.len() as Py_ssize_t);
     for (i, &item) in items.iter().enumerate() {
@@ -74,15 +89,26 @@ unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
     t
 }
 
+/// A Python int (new reference, null on failure).
+///
+/// # Safety
+/// The GIL is held.
 unsafe fn int(v: u64) -> *mut PyObject {
     ffi::PyLong_FromUnsignedLongLong(v)
 }
 
+/// A Python int from a signed value (new reference, null on failure).
+///
+/// # Safety
+/// The GIL is held.
 unsafe fn sint(v: i64) -> *mut PyObject {
     ffi::PyLong_FromLongLong(v)
 }
 
-/// Gives back what a profiler holds: its code objects (GIL held, profiler out of the lock).
+/// Gives back what a profiler holds: its code objects.
+///
+/// # Safety
+/// The GIL is held, and the profiler is out of the lock (no sample can refer to it any more).
 unsafe fn release(profiler: Profiler) {
     let mut codes: Vec<usize> = Vec::new();
     if codes.try_reserve(4096).is_ok() {
@@ -95,7 +121,10 @@ unsafe fn release(profiler: Profiler) {
     }
 }
 
-/// Turns sampling off and removes the hook where it is on top (GIL held).
+/// Turns sampling off and removes the hook where it is on top.
+///
+/// # Safety
+/// The GIL is held.
 unsafe fn shut(mode: u8) {
     MODE.store(mode, Ordering::Relaxed);
     REMAINING.store(NEVER, Ordering::Relaxed);
@@ -177,6 +206,9 @@ unsafe extern "C" fn reseed(_m: *mut PyObject, args: Args, nargs: Py_ssize_t) ->
 
 /// Puts the hook back into any domain whose allocations no longer reach it; the samples are
 /// then stale (frees went unseen), so they are dropped and a new epoch starts.
+///
+/// # Safety
+/// The GIL is held.
 unsafe fn keep_attached() {
     let on_top = hook::on_top();
     let mut restarted = false;
