@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 from json.encoder import encode_basestring_ascii as _json_str
-from typing import Any
+from typing import Any, Callable
 
 MAX_DATAGRAM = 16384
 PROTOCOL_VERSION = 2
@@ -122,6 +122,23 @@ def _halve(items: list[Any]) -> list[Any]:
     return items[: len(items) // 2 if len(items) > 8 else len(items) - 1]
 
 
+def _trim(
+    data: bytes,
+    items: list[Any],
+    truncated: int,
+    encode_with: Callable[[list[Any], int], bytes],
+) -> bytes:
+    """Drops entries from the end of `items` (the least significant) until the record fits a
+    datagram; `encode_with(kept, truncated)` encodes it with the entries kept and the count
+    dropped so far added to `truncated`."""
+    while items and len(data) > MAX_DATAGRAM:
+        kept = _halve(items)
+        truncated += len(items) - len(kept)
+        items = kept
+        data = encode_with(items, truncated)
+    return data
+
+
 def encode(record: dict[str, Any]) -> bytes:
     """Serializes an invocation record, dropping the least significant allocation sites so
     that it fits a datagram: the heap's sites first (``heap.sites_truncated`` counts them),
@@ -132,25 +149,22 @@ def encode(record: dict[str, Any]) -> bytes:
     data = _encode_record(record, trace_json)
     heap = record.get("heap")
     if heap is not None and heap.get("sites"):
-        sites: list[Any] = list(heap["sites"])
-        truncated = heap.get("sites_truncated", 0)
-        while sites and len(data) > MAX_DATAGRAM:
-            kept = _halve(sites)
-            truncated += len(sites) - len(kept)
-            sites = kept
+
+        def with_sites(sites: list[Any], truncated: int) -> bytes:
+            nonlocal record
             record = dict(record, heap=dict(heap, sites=sites, sites_truncated=truncated))
-            data = _encode_record(record, trace_json)
-    if trace is None or len(data) <= MAX_DATAGRAM or not trace.get("top"):
+            return _encode_record(record, trace_json)
+
+        data = _trim(data, list(heap["sites"]), heap.get("sites_truncated", 0), with_sites)
+    if trace is None or not trace.get("top"):
         return data
-    top: list[Any] = list(trace["top"])
-    truncated = trace.get("top_truncated", 0)
-    while top and len(data) > MAX_DATAGRAM:
-        kept = _halve(top)
-        truncated += len(top) - len(kept)
-        top = kept
-        trace_json = _ENCODER.encode(dict(trace, top=top, top_truncated=truncated))
-        data = _encode_record(record, trace_json)
-    return data
+
+    def with_top(top: list[Any], truncated: int) -> bytes:
+        return _encode_record(
+            record, _ENCODER.encode(dict(trace, top=top, top_truncated=truncated))
+        )
+
+    return _trim(data, list(trace["top"]), trace.get("top_truncated", 0), with_top)
 
 
 def _get(record: dict[str, Any], path: tuple[str, ...]) -> Any:
