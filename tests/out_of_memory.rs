@@ -158,11 +158,7 @@ async fn oom_values(
         outcomes.push(em.invoke(event.clone()).await.expect("invoke"));
     }
     let (shut, _) = common::shut_down(em).await;
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
+    let lines = common::ext_output(&shut);
     let values = common::metric_values(&common::emf_docs(&lines), "OutOfMemory");
     Some((outcomes, values, lines))
 }

@@ -184,11 +184,7 @@ async fn run_environment(py: PathBuf, endpoint: String, ns: String, plan: Plan) 
     }
     let (shut, _) = common::shut_down(em).await;
     let t = now_ms();
-    let all = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
+    let all = common::ext_output(&shut);
     lines.extend(all.iter().skip(seen).map(|l| (t, l.clone())));
     EnvRun {
         plan,

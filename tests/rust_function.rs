@@ -119,11 +119,7 @@ async fn rust_function_metrics_come_out_of_the_extension() {
         .find(|e| e.name == common::EXT)
         .expect("extension ran");
     assert_eq!(ext.exit.code, Some(0), "{:?}", ext.exit);
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
+    let lines = common::ext_output(&shut);
     let docs = common::emf_docs(&lines);
     assert!(!docs.is_empty(), "no EMF line in:\n{}", lines.join("\n"));
     for d in &docs {

@@ -43,19 +43,9 @@ async fn works_on_decorator_data_alone_and_flushes_at_shutdown() {
         let out = em.invoke(json!({ "collect": i })).await.expect("invoke");
         assert_eq!(out.status, InvokeStatus::Success, "{out:?}");
     }
-    let (shut, ext) = common::shut_down(em).await;
-    assert!(
-        !ext.exit.exited_before_shutdown
-            && !ext.exit.killed_at_deadline
-            && ext.exit.code == Some(0),
-        "{ext:?}"
-    );
+    let (shut, ext) = common::shut_down_checked(em).await;
     assert!(ext.telemetry_types.is_empty(), "{ext:?}");
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
+    let lines = common::ext_output(&shut);
     let text = lines.join("\n");
     assert!(text.contains("telemetry not supported"), "{text}");
     // Flushed only at SHUTDOWN (the period is an hour): every invocation's decorator figures.

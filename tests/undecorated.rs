@@ -54,9 +54,16 @@ fn base_env(flush: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Runs `n` invocations, pausing after the first until telemetry delivered its first batch;
-/// returns each post-runtime time of the extension and its output lines.
-async fn run(cfg: EmulatorConfig, n: usize) -> (Vec<Duration>, Vec<String>) {
+/// What one run left: the extension's figures, its lines and the runtime's.
+struct Ran {
+    ext: lambda_emulator::ExtensionStats,
+    lines: Vec<String>,
+    runtime: Vec<String>,
+}
+
+/// Runs `n` invocations, pausing after the first until telemetry delivered its first batch,
+/// each a success; the extension must end cleanly at SHUTDOWN.
+async fn run(cfg: EmulatorConfig, n: usize) -> Ran {
     let em = Emulator::start(cfg).await.expect("emulator starts");
     for i in 0..n {
         let out = em.invoke(serde_json::json!({})).await.expect("invoke");
@@ -65,19 +72,12 @@ async fn run(cfg: EmulatorConfig, n: usize) -> (Vec<Duration>, Vec<String>) {
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
-    let (shut, ext) = common::shut_down(em).await;
-    assert!(
-        !ext.exit.exited_before_shutdown
-            && !ext.exit.killed_at_deadline
-            && ext.exit.code == Some(0),
-        "{ext:?}"
-    );
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
-    (ext.post_runtime, lines)
+    let (shut, ext) = common::shut_down_checked(em).await;
+    Ran {
+        lines: common::ext_output(&shut),
+        runtime: shut.runtime_output,
+        ext,
+    }
 }
 
 fn worst(held: &[Duration]) -> Duration {
@@ -90,7 +90,8 @@ async fn an_undecorated_python_handler_is_never_held_in_any_flush_mode() {
     for flush in ["end", "periodic:1", "adaptive"] {
         let dir = common::temp_dir("undecorated-py");
         let cfg = common::config(py.clone(), &dir, PLAIN, &base_env(flush));
-        let (held, lines) = run(cfg, 15).await;
+        let Ran { ext, lines, .. } = run(cfg, 15).await;
+        let held = ext.post_runtime;
         eprintln!(
             "{flush}: post-runtime max {:?} over {}",
             worst(&held),
@@ -125,7 +126,8 @@ async fn a_node_runtime_is_never_held_in_any_flush_mode() {
         let script = cfg.function_dir.join("runtime.js");
         std::fs::write(&script, NODE_RUNTIME).unwrap();
         cfg.runtime_command = Some(vec!["node".into(), script.to_string_lossy().into()]);
-        let (held, lines) = run(cfg, 15).await;
+        let Ran { ext, lines, .. } = run(cfg, 15).await;
+        let held = ext.post_runtime;
         eprintln!("node {flush}: post-runtime max {:?}", worst(&held));
         assert_eq!(held.len(), 15);
         assert!(worst(&held) < NEVER_HELD, "{flush}: held {held:?}");
@@ -139,7 +141,8 @@ async fn a_hello_without_records_is_waited_for_a_few_invocations_only() {
     let py = common::python();
     let dir = common::temp_dir("helper-only");
     let cfg = common::config(py, &dir, HELPER_ONLY, &base_env("end"));
-    let (held, lines) = run(cfg, 12).await;
+    let Ran { ext, lines, .. } = run(cfg, 12).await;
+    let held = ext.post_runtime;
     // The first invocations wait (a record was announced); from the fourth on, none does.
     let silent = lambda_memory_profiler::presence::SILENT_INVOCATIONS as usize;
     assert!(worst(&held[silent..]) < NEVER_HELD, "held {held:?}");
@@ -157,26 +160,15 @@ async fn disabled_the_extension_does_nothing_and_exits_cleanly() {
     let mut env = base_env("end");
     env.push(("LMP_DISABLE", "true".into()));
     let cfg = common::config(py, &dir, common::DECORATED, &env);
-    let em = Emulator::start(cfg).await.expect("emulator starts");
-    for _ in 0..5 {
-        let out = em.invoke(serde_json::json!({})).await.expect("invoke");
-        assert_eq!(out.status, InvokeStatus::Success, "{out:?}");
-    }
-    let runtime = em.output_lines(lambda_emulator::OutputSource::Runtime);
-    let (shut, ext) = common::shut_down(em).await;
+    let Ran {
+        ext,
+        lines,
+        runtime,
+    } = run(cfg, 5).await;
     assert_eq!(ext.events, vec!["SHUTDOWN".to_string()], "{ext:?}");
     assert!(ext.post_runtime.is_empty(), "never waited on: {ext:?}");
     assert!(ext.telemetry_types.is_empty(), "{ext:?}");
-    assert!(
-        !ext.exit.exited_before_shutdown && ext.exit.code == Some(0),
-        "{ext:?}"
-    );
     // Nobody publishes anything: not the extension, not the decorator's fallback.
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
     assert!(common::emf_docs(&lines).is_empty(), "{}", lines.join("\n"));
     assert!(
         common::emf_docs(&runtime).is_empty(),
@@ -198,7 +190,7 @@ async fn the_decorators_sink_arguments_configure_the_extension() {
     let py = common::python();
     let dir = common::temp_dir("sink-args");
     let cfg = common::config(py, &dir, WITH_SINK_ARGS, &base_env("end"));
-    let (_, lines) = run(cfg, 4).await;
+    let lines = run(cfg, 4).await.lines;
     let docs = common::emf_docs(&lines);
     assert!(!docs.is_empty(), "{}", lines.join("\n"));
     for d in &docs {
@@ -231,24 +223,10 @@ async fn on_managed_instances_the_extension_stays_out_of_the_way() {
     let dir = common::temp_dir("managed-instances");
     let mut cfg = common::config(py, &dir, common::DECORATED, &base_env("end"));
     cfg.initialization_type = "lambda-managed-instances".into();
-    let em = Emulator::start(cfg).await.expect("emulator starts");
-    for _ in 0..3 {
-        let out = em.invoke(serde_json::json!({})).await.expect("invoke");
-        assert_eq!(out.status, InvokeStatus::Success, "{out:?}");
-    }
-    let (shut, ext) = common::shut_down(em).await;
+    let Ran { ext, lines, .. } = run(cfg, 3).await;
     // Registered as the platform allows (SHUTDOWN only), never waited on, exits cleanly.
     assert_eq!(ext.events, vec!["SHUTDOWN".to_string()], "{ext:?}");
     assert!(ext.post_runtime.is_empty(), "{ext:?}");
-    assert!(
-        !ext.exit.exited_before_shutdown && ext.exit.code == Some(0),
-        "{ext:?}"
-    );
-    let lines = shut
-        .extension_output
-        .get(common::EXT)
-        .cloned()
-        .unwrap_or_default();
     let text = lines.join("\n");
     assert!(
         text.contains("Lambda Managed Instances are not supported yet"),
@@ -262,7 +240,7 @@ async fn an_unknown_initialization_type_is_logged_and_profiled_like_on_demand() 
     let dir = common::temp_dir("unknown-init");
     let mut cfg = common::config(py, &dir, common::DECORATED, &base_env("end"));
     cfg.initialization_type = "some-future-mode".into();
-    let (_, lines) = run(cfg, 3).await;
+    let lines = run(cfg, 3).await.lines;
     let warned = lines
         .iter()
         .filter(|l| l.contains("unknown AWS_LAMBDA_INITIALIZATION_TYPE"))

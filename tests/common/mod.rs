@@ -111,15 +111,33 @@ pub(crate) async fn shut_down(
     (shut, ext)
 }
 
-/// Shuts the environment down, checks that this extension ended by itself within the deadline,
-/// and returns every line it printed.
-pub(crate) async fn shut_down_cleanly(em: lambda_emulator::Emulator) -> Vec<String> {
+/// Shuts the environment down and checks that this extension ended by itself after SHUTDOWN,
+/// within the deadline, with code 0.
+pub(crate) async fn shut_down_checked(
+    em: lambda_emulator::Emulator,
+) -> (
+    lambda_emulator::ShutdownReport,
+    lambda_emulator::ExtensionStats,
+) {
     let (shut, ext) = shut_down(em).await;
     assert!(
-        !ext.exit.exited_before_shutdown && !ext.exit.killed_at_deadline,
+        !ext.exit.exited_before_shutdown
+            && !ext.exit.killed_at_deadline
+            && ext.exit.code == Some(0),
         "{ext:?}"
     );
+    (shut, ext)
+}
+
+/// Every line this extension printed, its SHUTDOWN-time output included.
+pub(crate) fn ext_output(shut: &lambda_emulator::ShutdownReport) -> Vec<String> {
     shut.extension_output.get(EXT).cloned().unwrap_or_default()
+}
+
+/// [`shut_down_checked`], then every line the extension printed.
+pub(crate) async fn shut_down_cleanly(em: lambda_emulator::Emulator) -> Vec<String> {
+    let (shut, _) = shut_down_checked(em).await;
+    ext_output(&shut)
 }
 
 pub(crate) fn ext_lines(em: &lambda_emulator::Emulator) -> Vec<String> {
