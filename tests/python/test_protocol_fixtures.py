@@ -149,3 +149,21 @@ def test_the_decorators_constants_are_the_protocol_crates():
     versions = [int(_crate_const(n.strip())) for n in names.group(1).split(",")]
     # The decorator sends the newest version the extension accepts.
     assert max(versions) == _handoff.PROTOCOL_VERSION, versions
+
+
+def test_of_two_decorated_handlers_the_invoked_ones_sink_arguments_are_sent(intake, lmp_env):
+    # Both decorated at import: one presence hello, no sink yet.
+    first = memory_profile(intake_port=intake.port, namespace="Team/First")(lambda e, c: None)
+    second = memory_profile(intake_port=intake.port, namespace="Team/Second", storage_resolution=1)(
+        lambda e, c: None
+    )
+    assert "sink" not in json.loads(intake.sock.recv(65536))
+    # Lambda invokes the second: its arguments go out, with its first record.
+    second({}, None)
+    hello = json.loads(intake.sock.recv(65536))
+    assert hello["kind"] == "hello"
+    assert hello["sink"] == {"namespace": "Team/Second", "storage_resolution": 1}
+    assert json.loads(intake.sock.recv(65536))["kind"] == "invocation"
+    # The first, invoked later, sends its own (the extension keeps the one it took first).
+    first({}, None)
+    assert json.loads(intake.sock.recv(65536))["sink"] == {"namespace": "Team/First"}
