@@ -61,6 +61,14 @@ pub struct EmulatorConfig {
     /// `AWS_LAMBDA_INITIALIZATION_TYPE` and the `initializationType` of the init records. Only
     /// the variable and the records change: the environment still runs on-demand.
     pub initialization_type: String,
+    /// Lambda Managed Instances with this many runtime workers: the runtime gets
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` and starts its workers itself (`awslambdaric` forks one
+    /// process per worker), invocations run concurrently (one per free worker), extensions may register
+    /// for `SHUTDOWN` only, telemetry needs schema `2025-01-29` and carries no
+    /// `platform.runtimeDone` and no `maxMemoryUsedMB`, and the memory limit holds for the sum
+    /// of all processes. Sets `initialization_type` to `lambda-managed-instances`. `None`: one
+    /// runtime process, one invocation at a time.
+    pub managed_instances: Option<u32>,
 }
 
 /// Lambda's log format setting for a function.
@@ -109,6 +117,7 @@ impl Default for EmulatorConfig {
             runtime_version: None,
             telemetry_not_supported: false,
             initialization_type: "on-demand".to_string(),
+            managed_instances: None,
         }
     }
 }
@@ -119,6 +128,14 @@ impl EmulatorConfig {
         self.runtime_version
             .clone()
             .unwrap_or_else(|| format!("lambda-emulator:{}", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// The `initializationType` of Lambda Managed Instances.
+    pub const MANAGED_INSTANCES: &'static str = "lambda-managed-instances";
+
+    /// Whether this is a Lambda Managed Instances environment.
+    pub fn is_managed_instances(&self) -> bool {
+        self.managed_instances.is_some()
     }
 
     /// The runtime command line: the configured one, or `python -m awslambdaric <handler>`.

@@ -74,6 +74,14 @@ impl Emulator {
         if config.memory_mb == 0 {
             return Err(EmulatorError::Config("memory_mb must be > 0".into()));
         }
+        if config.managed_instances == Some(0) {
+            return Err(EmulatorError::Config(
+                "managed_instances needs at least one worker".into(),
+            ));
+        }
+        if config.is_managed_instances() {
+            config.initialization_type = EmulatorConfig::MANAGED_INSTANCES.to_string();
+        }
         if config.runtime_argv().is_empty() {
             return Err(EmulatorError::Config("empty runtime command".into()));
         }
@@ -117,8 +125,18 @@ impl Emulator {
     /// just before this returns. After a failure (crash, timeout, out of memory, init error) the
     /// environment is reset and the next call re-initialises (`cold_start`, `initDurationMs`).
     pub async fn invoke(&self, event: serde_json::Value) -> Result<InvokeOutcome, EmulatorError> {
+        let addr = self.addr.to_string();
+        if self.shared.config.is_managed_instances() {
+            // Invocations run concurrently there; only the (re-)init is one at a time.
+            let init_error = {
+                let _busy = self.busy.lock().await;
+                env::prepare(&self.shared, &addr).await?
+            };
+            return env::invoke(&self.shared, event, init_error).await;
+        }
         let _busy = self.busy.lock().await;
-        env::invoke(&self.shared, &self.addr.to_string(), event).await
+        let init_error = env::prepare(&self.shared, &addr).await?;
+        env::invoke(&self.shared, event, init_error).await
     }
 
     /// Sends SHUTDOWN (`deadlineMs` = now + `shutdown_timeout`), SIGTERMs the runtime, keeps the

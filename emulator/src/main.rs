@@ -97,6 +97,11 @@ struct RunArgs {
     /// Answer telemetry and logs subscriptions `202 Telemetry.NotSupported`, like `sam local`.
     #[arg(long)]
     telemetry_not_supported: bool,
+    /// Lambda Managed Instances with N runtime workers (`AWS_LAMBDA_MAX_CONCURRENCY=N`):
+    /// invocations run N at a time, extensions may register for SHUTDOWN only, telemetry
+    /// needs schema 2025-01-29, and the memory limit holds for all processes together.
+    #[arg(long, value_name = "N")]
+    managed_instances: Option<u32>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -169,9 +174,10 @@ async fn run(args: RunArgs) -> Result<u8> {
         log_format: args.log_format,
         sandbox_hosts: !args.no_sandbox_hosts,
         telemetry_not_supported: args.telemetry_not_supported,
+        managed_instances: args.managed_instances,
         ..EmulatorConfig::default()
     };
-    let emulator = Emulator::start(config).await?;
+    let emulator = std::sync::Arc::new(Emulator::start(config).await?);
     for w in emulator.warnings() {
         eprintln!("warning: {w}");
     }
@@ -191,23 +197,37 @@ async fn run(args: RunArgs) -> Result<u8> {
         }
     }
     let mut outcomes: Vec<InvokeOutcome> = Vec::new();
-    for i in 1..=args.invocations {
-        let o = emulator.invoke(event.clone()).await?;
-        // A cold invocation after a reset ran its own init phase: it counts like the first.
-        if o.cold_start {
-            init_failed |= emulator.last_init().is_some_and(|i| i.status != "success");
+    // One at a time, or on Managed Instances one wave per worker count at a time.
+    let wave_size = args.managed_instances.unwrap_or(1).max(1) as usize;
+    let total = args.invocations as usize;
+    while outcomes.len() < total {
+        let mut wave = tokio::task::JoinSet::new();
+        for _ in 0..(total - outcomes.len()).min(wave_size) {
+            let (em, ev) = (emulator.clone(), event.clone());
+            wave.spawn(async move { em.invoke(ev).await });
         }
-        if !args.json {
-            let line = progress(i, args.invocations, &o);
-            if tty {
-                eprintln!("\x1b[1m{line}\x1b[0m");
-            } else {
-                eprintln!("{line}");
+        for o in wave.join_all().await {
+            let o = o?;
+            let i = outcomes.len() as u32 + 1;
+            // A cold invocation after a reset ran its own init phase: it counts like the first.
+            if o.cold_start {
+                init_failed |= emulator.last_init().is_some_and(|i| i.status != "success");
             }
+            if !args.json {
+                let line = progress(i, args.invocations, &o);
+                if tty {
+                    eprintln!("\x1b[1m{line}\x1b[0m");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+            outcomes.push(o);
         }
-        outcomes.push(o);
     }
     let all_exts = emulator.extension_stats();
+    let Ok(emulator) = std::sync::Arc::try_unwrap(emulator) else {
+        bail!("an invocation still holds the environment");
+    };
     let report = emulator.shutdown(ShutdownReason::Spindown).await?;
     if args.json {
         let doc = serde_json::json!({

@@ -94,9 +94,11 @@ pub(crate) struct State {
     /// Extensions of earlier generations.
     pub archived: Vec<ExtensionStats>,
     pub runtime: RuntimeState,
-    /// Event waiting for the runtime's `/next`.
-    pub runtime_pending: Option<Pending>,
-    pub current: Option<Current>,
+    /// Invocations waiting for a runtime `/next`, oldest first (more than one only on Lambda
+    /// Managed Instances, where several run at once).
+    pub runtime_pending: VecDeque<Pending>,
+    /// Invocations handed to the runtime and not yet complete, by request id.
+    pub in_flight: HashMap<String, Current>,
     pub telemetry: Vec<TelemetryEvent>,
     pub output: HashMap<OutputSource, Vec<String>>,
     /// Output pipes not yet at end-of-file: shutdown waits for them so no last line is lost.
@@ -138,8 +140,8 @@ impl Shared {
                 extensions: Vec::new(),
                 archived: Vec::new(),
                 runtime: RuntimeState::default(),
-                runtime_pending: None,
-                current: None,
+                runtime_pending: VecDeque::new(),
+                in_flight: HashMap::new(),
                 telemetry: Vec::new(),
                 output: HashMap::new(),
                 open_pipes: 0,

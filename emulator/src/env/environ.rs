@@ -39,6 +39,7 @@ fn is_reserved(key: &str) -> bool {
             | "AWS_LAMBDA_LOG_STREAM_NAME"
             | "AWS_LAMBDA_LOG_FORMAT"
             | "AWS_LAMBDA_INITIALIZATION_TYPE"
+            | "AWS_LAMBDA_MAX_CONCURRENCY"
             | "LAMBDA_TASK_ROOT"
             | "_HANDLER"
     )
@@ -79,6 +80,10 @@ pub(super) fn environment(shared: &SharedRef, addr: &str) -> Vec<(String, String
             c.initialization_type.clone(),
         ),
     ];
+    if let Some(workers) = c.managed_instances {
+        // The runtime starts this many workers (awslambdaric: one forked process each).
+        lambda.push(("AWS_LAMBDA_MAX_CONCURRENCY", workers.to_string()));
+    }
     if c.log_format == LogFormat::Json {
         // What Lambda sets for a function whose LoggingConfig is JSON; the Python runtime then
         // writes its `logging` records as JSON lines.

@@ -44,8 +44,8 @@ pub(crate) async fn init(shared: &SharedRef, addr: &str) -> Result<InitInfo, Emu
         st.hwm_bytes = 0;
         st.runtime = RuntimeState::default();
         st.shutdown_started = None;
-        st.current = None;
-        st.runtime_pending = None;
+        st.in_flight.clear();
+        st.runtime_pending.clear();
         st.init_telemetry_start = st.telemetry.len();
         st.emit("platform.initStart", records::init_start(c));
         st.generation

@@ -24,14 +24,12 @@ enum RuntimeEnd {
     Timeout,
 }
 
-/// Runs one invocation on a ready environment (initialising it first if needed).
-pub(crate) async fn invoke(
-    shared: &SharedRef,
-    addr: &str,
-    event: Value,
-) -> Result<InvokeOutcome, EmulatorError> {
-    let body = serde_json::to_vec(&event)?;
-    let c = &shared.config;
+/// An init that failed: its error type and how long it took.
+pub(crate) type InitFailure = Option<(String, std::time::Duration)>;
+
+/// Makes the environment ready for an invocation: resets a broken one and initialises an
+/// empty one. Returns the init's failure, which the invocation then reports.
+pub(crate) async fn prepare(shared: &SharedRef, addr: &str) -> Result<InitFailure, EmulatorError> {
     let needs_init = {
         let st = shared.lock();
         if st.closed {
@@ -47,6 +45,21 @@ pub(crate) async fn invoke(
         }
         let info = init(shared, addr).await?;
         init_error = info.error_type.map(|t| (t, info.duration));
+    }
+    Ok(init_error)
+}
+
+/// Runs one invocation on an environment [`prepare`] made ready. On Lambda Managed Instances
+/// several run at once: each is its own entry of `in_flight`.
+pub(crate) async fn invoke(
+    shared: &SharedRef,
+    event: Value,
+    init_error: InitFailure,
+) -> Result<InvokeOutcome, EmulatorError> {
+    let body = serde_json::to_vec(&event)?;
+    let c = &shared.config;
+    if shared.lock().closed {
+        return Err(EmulatorError::ShutDown);
     }
     let request_id = uuid::Uuid::new_v4().to_string();
     // One trace header and span per invocation, the same in every event, header and record.
@@ -70,14 +83,17 @@ pub(crate) async fn invoke(
             {
                 ext.queue.push_back(ev.clone());
             }
-            st.current = Some(Current {
-                request_id: request_id.clone(),
-                response: None,
-                error: None,
-                response_started: None,
-                responded_at: None,
-            });
-            st.runtime_pending = Some(Pending {
+            st.in_flight.insert(
+                request_id.clone(),
+                Current {
+                    request_id: request_id.clone(),
+                    response: None,
+                    error: None,
+                    response_started: None,
+                    responded_at: None,
+                },
+            );
+            st.runtime_pending.push_back(Pending {
                 request_id: request_id.clone(),
                 deadline_ms,
                 body,
@@ -92,7 +108,7 @@ pub(crate) async fn invoke(
         Some((t, _)) if t == "Extension.Crash" => RuntimeEnd::ExtensionCrash,
         Some(_) => RuntimeEnd::ExitError,
         None => wait_for(shared, Some(tokio_deadline(deadline)), |st| {
-            let cur = st.current.as_ref()?;
+            let cur = st.in_flight.get(&request_id)?;
             // Killed at the limit while answering: the answer does not count (the kernel would
             // have killed the process before it was sent).
             if st.runtime.oom_killed {
@@ -149,7 +165,7 @@ pub(crate) async fn invoke(
     };
     let answer_times = {
         let st = shared.lock();
-        st.current.as_ref().and_then(|cur| {
+        st.in_flight.get(&request_id).and_then(|cur| {
             let (first_byte, first_byte_wall) = cur.response_started?;
             let done = cur.responded_at?;
             Some((
@@ -169,7 +185,10 @@ pub(crate) async fn invoke(
         produced_bytes: response.as_ref().map(|b| b.len()).unwrap_or(0),
         tracing: &tracing,
     });
-    shared.emit("platform.runtimeDone", runtime_done.clone());
+    // Lambda Managed Instances have no `platform.runtimeDone`: the report carries the spans.
+    if !c.is_managed_instances() {
+        shared.emit("platform.runtimeDone", runtime_done.clone());
+    }
 
     // The invocation completes only when every INVOKE extension called /next again.
     if matches!(status, InvokeStatus::Success | InvokeStatus::Error)
@@ -204,28 +223,40 @@ pub(crate) async fn invoke(
     let max_mb;
     {
         let mut st = shared.lock();
-        st.current = None;
-        st.runtime_pending = None;
+        st.in_flight.remove(&request_id);
+        st.runtime_pending.retain(|p| p.request_id != request_id);
         max_mb = st.hwm_bytes.div_ceil(MIB).min(u64::from(c.memory_mb));
         let init_ms = match &init_error {
             Some((_, d)) => Some(*d),
             None => st.pending_init.take(),
         };
-        let mut metrics = json!({
-            "durationMs": duration_ms(duration),
-            "billedDurationMs": (duration.as_micros() as u64).div_ceil(1000),
-            "memorySizeMB": c.memory_mb,
-            "maxMemoryUsedMB": max_mb,
-        });
-        if let Some(d) = init_ms {
-            metrics["initDurationMs"] = json!(duration_ms(d));
-        }
-        let mut r = json!({
-            "requestId": request_id,
-            "status": status.as_str(),
-            "metrics": metrics,
-            "tracing": tracing,
-        });
+        let mut r = if c.is_managed_instances() {
+            // Schema 2025-01-29 on Managed Instances: the duration and the spans, and no
+            // memory figure (the environment serves many invocations at once).
+            json!({
+                "requestId": request_id,
+                "status": status.as_str(),
+                "metrics": {"durationMs": duration_ms(duration)},
+                "spans": runtime_done["spans"],
+                "tracing": tracing,
+            })
+        } else {
+            let mut metrics = json!({
+                "durationMs": duration_ms(duration),
+                "billedDurationMs": (duration.as_micros() as u64).div_ceil(1000),
+                "memorySizeMB": c.memory_mb,
+                "maxMemoryUsedMB": max_mb,
+            });
+            if let Some(d) = init_ms {
+                metrics["initDurationMs"] = json!(duration_ms(d));
+            }
+            json!({
+                "requestId": request_id,
+                "status": status.as_str(),
+                "metrics": metrics,
+                "tracing": tracing,
+            })
+        };
         if let Some(t) = &error_type {
             r["errorType"] = json!(t);
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::state::{SharedRef, State};
 
 pub(crate) use init::init;
-pub(crate) use invoke::invoke;
+pub(crate) use invoke::{invoke, prepare};
 pub(crate) use sampler::sampler;
 pub(crate) use shutdown::shutdown_env;
 

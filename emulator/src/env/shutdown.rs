@@ -28,7 +28,7 @@ pub(crate) async fn shutdown_env(
         }
         st.phase = Phase::ShuttingDown;
         st.shutdown_started = Some(t0);
-        st.runtime_pending = None;
+        st.runtime_pending.clear();
         st.extensions
             .iter()
             .filter_map(|e| e.subscriber.as_ref())
@@ -112,7 +112,7 @@ pub(crate) async fn shutdown_env(
     st.archived.extend(stats.iter().cloned());
     let runtime_exit = st.runtime.exit.clone();
     st.phase = Phase::Empty;
-    st.current = None;
+    st.in_flight.clear();
     st.pending_init = None;
     drop(st);
     shared.bump();

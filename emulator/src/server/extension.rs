@@ -58,6 +58,15 @@ pub(super) async fn register(shared: SharedRef, req: Request<Incoming>) -> Resp 
             format!("unknown event {bad}"),
         );
     }
+    if shared.config.is_managed_instances() && events.iter().any(|e| e == "INVOKE") {
+        // Invocations run concurrently there, with no per-invocation freeze: extensions get
+        // SHUTDOWN only.
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidEventType",
+            "INVOKE is not available on Lambda Managed Instances: register for SHUTDOWN only",
+        );
+    }
     let mut st = shared.lock();
     if st.phase != Phase::Init {
         return error(
@@ -108,8 +117,14 @@ pub(super) async fn next(shared: SharedRef, req: Request<Incoming>) -> Resp {
     let mut rx = shared.watcher();
     {
         let mut st = shared.lock();
-        let responded_at = st.current.as_ref().and_then(|c| c.responded_at);
-        let current_id = st.current.as_ref().map(|c| c.request_id.clone());
+        let last_invoke = st
+            .extensions
+            .iter()
+            .find(|e| e.id == id)
+            .and_then(|e| e.last_invoke.clone());
+        let current = last_invoke.as_ref().and_then(|r| st.in_flight.get(r));
+        let responded_at = current.and_then(|c| c.responded_at);
+        let current_id = current.map(|c| c.request_id.clone());
         let Some(ext) = st.ext_by_id(&id) else {
             return error(
                 StatusCode::FORBIDDEN,

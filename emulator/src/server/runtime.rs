@@ -11,7 +11,8 @@ use serde_json::json;
 use super::{body, error, error_type_of, header, reply, set_header, Resp};
 use crate::state::SharedRef;
 
-/// `GET invocation/next`: the first call ends init; blocks until an invocation is pending.
+/// `GET invocation/next`: the first call ends init (on Lambda Managed Instances, the first of
+/// any worker); blocks until an invocation is pending, and takes the oldest.
 pub(super) async fn next(shared: SharedRef) -> Resp {
     let mut rx = shared.watcher();
     let generation = {
@@ -26,7 +27,7 @@ pub(super) async fn next(shared: SharedRef) -> Resp {
             if st.closed || st.generation != generation {
                 return error(StatusCode::GONE, "Runtime.Reset", "environment was reset");
             }
-            if let Some(p) = st.runtime_pending.take() {
+            if let Some(p) = st.runtime_pending.pop_front() {
                 let mut r = Response::new(Full::new(Bytes::from(p.body)));
                 let arn = shared.function_arn();
                 set_header(&mut r, "content-type", "application/json");
@@ -60,7 +61,7 @@ pub(super) async fn result(
     let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
     let b = body(req).await;
     let mut st = shared.lock();
-    let Some(cur) = st.current.as_mut().filter(|c| c.request_id == id) else {
+    let Some(cur) = st.in_flight.get_mut(&id) else {
         return error(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",

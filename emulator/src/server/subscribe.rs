@@ -10,7 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use super::{body, error, header, Resp};
 use crate::records;
 use crate::state::SharedRef;
-use crate::telemetry::{self, Api};
+use crate::telemetry::{self, Api, MANAGED_INSTANCES_SCHEMA};
 
 pub(super) async fn subscribe(shared: SharedRef, req: Request<Incoming>, api: Api) -> Resp {
     let id = header(&req, "Lambda-Extension-Identifier").unwrap_or_default();
@@ -31,6 +31,19 @@ pub(super) async fn subscribe(shared: SharedRef, req: Request<Incoming>, api: Ap
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, api.validation_error(), e.0),
     };
+    if shared.config.is_managed_instances()
+        && api == Api::Telemetry
+        && sub.schema != MANAGED_INSTANCES_SCHEMA
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            api.validation_error(),
+            format!(
+                "Lambda Managed Instances need schemaVersion {MANAGED_INSTANCES_SCHEMA}, got {}",
+                sub.schema
+            ),
+        );
+    }
     let mut st = shared.lock();
     let Some(ext) = st.ext_by_id(&id) else {
         return error(

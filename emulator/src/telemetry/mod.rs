@@ -16,6 +16,8 @@ pub use delivery::{deliver_loop, Msg};
 /// Accepted Telemetry API `schemaVersion` values (the reference lists these three; `2025-01-29`
 /// is backward compatible with the others for on-demand functions).
 pub const SCHEMA_VERSIONS: &[&str] = &["2022-07-01", "2022-12-13", "2025-01-29"];
+/// The only Telemetry API schema Lambda Managed Instances accept.
+pub const MANAGED_INSTANCES_SCHEMA: &str = "2025-01-29";
 /// Accepted Logs API `schemaVersion` values; `2021-03-18` adds `platform.runtimeDone`.
 pub const LOGS_SCHEMA_VERSIONS: &[&str] = &["2020-08-15", "2021-03-18"];
 /// Accepted `types` (both APIs).
