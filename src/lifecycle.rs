@@ -115,10 +115,15 @@ pub fn parse_next(body: &[u8]) -> Result<NextEvent, LifecycleError> {
     }
 }
 
+/// Telemetry schema of on-demand, provisioned and SnapStart environments.
+pub const TELEMETRY_SCHEMA: &str = "2022-12-13";
+/// Telemetry schema Lambda Managed Instances require.
+pub const MANAGED_INSTANCES_TELEMETRY_SCHEMA: &str = "2025-01-29";
+
 /// The subscribe request body: platform + function records, explicit short buffering.
-pub fn subscribe_body(uri: &str, timeout_ms: u32) -> Value {
+pub fn subscribe_body(uri: &str, timeout_ms: u32, schema: &str) -> Value {
     json!({
-        "schemaVersion": "2022-12-13",
+        "schemaVersion": schema,
         "types": ["platform", "function"],
         "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": timeout_ms},
         "destination": {"protocol": "HTTP", "URI": uri},
@@ -248,8 +253,9 @@ impl ExtensionClient {
         &self,
         uri: &str,
         timeout_ms: u32,
+        schema: &str,
     ) -> Result<Subscription, LifecycleError> {
-        let body = Bytes::from(subscribe_body(uri, timeout_ms).to_string());
+        let body = Bytes::from(subscribe_body(uri, timeout_ms, schema).to_string());
         let (status, _, body) = self
             .call(
                 Method::PUT,
@@ -313,8 +319,14 @@ mod tests {
 
     #[test]
     fn subscribe_body_is_explicit() {
-        let b = subscribe_body("http://sandbox.localdomain:1234/telemetry", 50);
+        let b = subscribe_body(
+            "http://sandbox.localdomain:1234/telemetry",
+            50,
+            TELEMETRY_SCHEMA,
+        );
         assert_eq!(b["schemaVersion"], "2022-12-13");
+        let m = subscribe_body("x", 50, MANAGED_INSTANCES_TELEMETRY_SCHEMA);
+        assert_eq!(m["schemaVersion"], "2025-01-29");
         assert_eq!(b["types"], json!(["platform", "function"]));
         assert_eq!(b["buffering"]["timeoutMs"], 50);
         assert_eq!(b["buffering"]["maxItems"], 1000);

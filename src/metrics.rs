@@ -56,6 +56,7 @@ metric_table! {
     MaxMemoryUsed, Megabytes, "platform.report", "environment's memory high-water mark (never decreases)";
     MemorySize, Megabytes, "platform.report", "configured memory";
     MemoryUtilization, Percent, "platform.report", "MaxMemoryUsed / MemorySize";
+    EnvironmentMemory, Megabytes, "/proc (Managed Instances)", "memory of the runtime's processes and this extension, each page counted once (summed Pss), sampled at most once a second";
     PythonHeapPeak, Bytes, "decorator (traced)", "peak of memory allocated during the invocation";
     PythonHeapRetained, Bytes, "decorator (traced)", "memory allocated during the invocation and still held at its end";
     PythonHeapGrowth, Bytes, "decorator (traced)", "net growth of the Python heap over the invocation (only from a tracemalloc session spanning invocations)";

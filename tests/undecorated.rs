@@ -218,23 +218,6 @@ async fn the_decorators_sink_arguments_configure_the_extension() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_managed_instances_the_extension_stays_out_of_the_way() {
-    let py = common::python();
-    let dir = common::temp_dir("managed-instances");
-    let mut cfg = common::config(py, &dir, common::DECORATED, &base_env("end"));
-    cfg.initialization_type = "lambda-managed-instances".into();
-    let Ran { ext, lines, .. } = run(cfg, 3).await;
-    // Registered as the platform allows (SHUTDOWN only), never waited on, exits cleanly.
-    assert_eq!(ext.events, vec!["SHUTDOWN".to_string()], "{ext:?}");
-    assert!(ext.post_runtime.is_empty(), "{ext:?}");
-    let text = lines.join("\n");
-    assert!(
-        text.contains("Lambda Managed Instances are not supported yet"),
-        "{text}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_initialization_type_is_logged_and_profiled_like_on_demand() {
     let py = common::python();
     let dir = common::temp_dir("unknown-init");

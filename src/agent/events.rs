@@ -20,6 +20,7 @@ impl Agent {
             Counters::add(&self.counters.values_out_of_range, cut);
         }
         self.note_runtime_pid(&ev);
+        let mut done = self.start_of_managed_invocation(&ev);
         match &ev {
             SourceEvent::Decorator { .. } => {
                 if let Some(Change::CameBack) = self.presence.on_record() {
@@ -34,7 +35,8 @@ impl Agent {
             }
             SourceEvent::Telemetry(_) => {}
         }
-        self.join.on_event(ev, Instant::now(), epoch_ms())
+        done.extend(self.join.on_event(ev, Instant::now(), epoch_ms()));
+        done
     }
 
     /// The decorator's own sink arguments, from its hello: the first that asks for anything is
@@ -91,6 +93,11 @@ impl Agent {
             SourceEvent::DecoratorHello { pid, .. } => *pid,
             SourceEvent::Decorator { .. } | SourceEvent::Telemetry(_) => None,
         };
+        if let (Some(m), Some(pid)) = (self.managed.as_mut(), pid) {
+            // Each worker process says hello: they are all the runtime.
+            m.note_worker(pid);
+            return;
+        }
         // A child process that re-imports the handler's module (spawn, forkserver) says hello
         // too: it takes over only from a runtime that is gone.
         if pid.is_some() && (self.runtime_pid.is_none() || self.runtime_gone()) {
@@ -124,7 +131,10 @@ impl Agent {
         let mut datums = Vec::new();
         for p in &profiles {
             if let Some(pid) = p.decorator.as_deref().and_then(|d| d.pid) {
-                self.runtime_pid = Some(pid);
+                match self.managed.as_mut() {
+                    Some(m) => m.note_worker(pid),
+                    None => self.runtime_pid = Some(pid),
+                }
             }
             if let Some(line) = metrics::top_sites_line(p, &self.function_name) {
                 sinks::print_line(&line);
@@ -133,11 +143,17 @@ impl Agent {
                 tracing::debug!(request_id = %p.request_id, "publishing a partial profile");
             }
             datums.extend(metrics::profile_datums(p));
-            let findings = self.analysis.observe(p, &self.function_name);
+            let findings = match self.managed.as_mut() {
+                Some(m) => m.analyses.observe(p, &self.function_name),
+                None => self.analysis.observe(p, &self.function_name),
+            };
             for line in &findings.log_lines {
                 sinks::print_line(line);
             }
             datums.extend(metrics::findings_datums(&findings));
+        }
+        if let Some(m) = self.managed.as_mut() {
+            datums.extend(m.memory_datums(Instant::now(), epoch_ms()));
         }
         let values = datums.len() as u64;
         if self.sink_tx.try_send(Command::Data(datums)).is_err() {

@@ -5,6 +5,7 @@
 //! Start-up is in `start`, the sources' events in `events`, SHUTDOWN in `shutdown`.
 
 mod events;
+mod managed;
 mod shutdown;
 mod start;
 
@@ -76,6 +77,8 @@ struct Agent {
     function_version: String,
     /// The decorator settings applied (the first hello that carried any).
     decorator_sink: Option<SinkSettings>,
+    /// Lambda Managed Instances: per-process analyses and the workers; `None` elsewhere.
+    managed: Option<managed::Managed>,
 }
 
 /// Runs the extension until SHUTDOWN; returns when everything is flushed (or the deadline came).
@@ -90,23 +93,16 @@ pub async fn run(cfg: Config, counters: Arc<Counters>) -> anyhow::Result<()> {
     if cfg.disabled {
         return crate::disabled::run(client, &name, "LMP_DISABLE").await;
     }
-    match Platform::of(cfg.lambda.initialization_type.as_deref()) {
-        Platform::Supported => {}
-        Platform::ManagedInstances => {
-            // There an extension may register for SHUTDOWN only, and the runtime runs one
-            // process per concurrent request: the per-invocation join cannot work. Staying
-            // registered for SHUTDOWN keeps the function healthy; nothing is published.
-            tracing::warn!(
-                "Lambda Managed Instances are not supported yet: profiling off (SHUTDOWN only)"
-            );
-            return crate::disabled::run(client, &name, "Lambda Managed Instances").await;
-        }
+    let platform = Platform::of(cfg.lambda.initialization_type.as_deref());
+    match &platform {
+        Platform::Supported | Platform::ManagedInstances => {}
         Platform::Unknown(kind) => tracing::warn!(
             initialization_type = %kind,
             "unknown AWS_LAMBDA_INITIALIZATION_TYPE: handled like on-demand"
         ),
     }
-    let (mut agent, mut rx) = match start::start(cfg, &mut client, &name, counters).await {
+    let managed = platform == Platform::ManagedInstances;
+    let (mut agent, mut rx) = match start::start(cfg, &mut client, &name, counters, managed).await {
         Ok(started) => started,
         Err(e) => {
             // Exiting before SHUTDOWN would fail the function's init: after the INVOKE

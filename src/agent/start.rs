@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::managed::Managed;
 use super::{Agent, EVENT_CHANNEL};
 use crate::analysis::environment::EnvironmentAnalysis;
-use crate::config::{Config, SinkKind};
-use crate::flush::FlushPolicy;
-use crate::invocation::{Join, JoinConfig, SourceEvent};
-use crate::lifecycle::{Events, ExtensionClient, Subscription};
+use crate::analysis::processes::ProcessAnalyses;
+use crate::config::{Config, FlushMode, SinkKind};
+use crate::flush::{FlushPolicy, ADAPTIVE_PERIOD};
+use crate::invocation::{Join, JoinConfig, SourceEvent, DEFAULT_MAX_PARKED};
+use crate::lifecycle::{
+    Events, ExtensionClient, Subscription, MANAGED_INSTANCES_TELEMETRY_SCHEMA, TELEMETRY_SCHEMA,
+};
 use crate::metrics::Dimensions;
 use crate::presence::DecoratorPresence;
 use crate::sinks::{self, cloudwatch::CloudWatchSink, Destination, Sink};
@@ -21,11 +25,14 @@ use crate::sources::{intake, telemetry};
 use crate::stats::Counters;
 
 /// Everything up to the first `/next`: the agent, and the receiver of the sources' events.
+/// `managed`: Lambda Managed Instances (SHUTDOWN only, schema 2025-01-29, one history per
+/// runtime process, background flushes).
 pub(super) async fn start(
-    cfg: Config,
+    mut cfg: Config,
     client: &mut ExtensionClient,
     name: &str,
     counters: Arc<Counters>,
+    managed: bool,
 ) -> anyhow::Result<(Agent, mpsc::Receiver<SourceEvent>)> {
     // Finding the telemetry listener's address may need a DNS lookup (when /etc/hosts does not
     // name sandbox.localdomain): run it while registering, not after, since init time is cold
@@ -34,7 +41,18 @@ pub(super) async fn start(
     // The intake is bound before registering: Lambda starts the runtime once every extension
     // registered, and the decorator says hello while the handler's module is imported.
     let intake = intake::bind(cfg.intake_port).await;
-    let reg = register_with_retry(client, name, Events::InvokeAndShutdown).await?;
+    let events = if managed {
+        // The platform allows no INVOKE there; the environment is never frozen, so a
+        // background flush is always possible.
+        if !matches!(cfg.flush, FlushMode::Periodic(_)) {
+            cfg.flush = FlushMode::Periodic(ADAPTIVE_PERIOD);
+        }
+        tracing::info!(flush = ?cfg.flush, "Lambda Managed Instances: SHUTDOWN only, one history per runtime process");
+        Events::ShutdownOnly
+    } else {
+        Events::InvokeAndShutdown
+    };
+    let reg = register_with_retry(client, name, events).await?;
 
     let (tx, rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL);
     let current_invocations = Arc::new(intake::CurrentInvocations::default());
@@ -61,9 +79,27 @@ pub(super) async fn start(
     let mut join = Join::new(JoinConfig {
         max_pending: cfg.max_pending,
         pending_timeout: cfg.pending_timeout,
+        // Concurrent invocations' records all wait for their (buffered) `platform.start`.
+        max_parked: if managed {
+            cfg.max_pending.max(DEFAULT_MAX_PARKED)
+        } else {
+            DEFAULT_MAX_PARKED
+        },
     });
-    let telemetry_addr =
-        start_telemetry(telemetry_listener, client, &cfg, tx.clone(), &counters).await;
+    let schema = if managed {
+        MANAGED_INSTANCES_TELEMETRY_SCHEMA
+    } else {
+        TELEMETRY_SCHEMA
+    };
+    let telemetry_addr = start_telemetry(
+        telemetry_listener,
+        client,
+        &cfg,
+        schema,
+        tx.clone(),
+        &counters,
+    )
+    .await;
     if telemetry_addr.is_none() {
         join.set_telemetry_active(false);
     }
@@ -97,6 +133,12 @@ pub(super) async fn start(
         "ready"
     );
     let memory_mb = cfg.lambda.memory_mb;
+    let managed = managed.then(|| {
+        Managed::new(
+            ProcessAnalyses::new(cfg.leak.clone(), cfg.rightsize.clone(), memory_mb),
+            memory_mb,
+        )
+    });
     let agent = Agent {
         current_invocations,
         limits: Limits::for_memory(memory_mb),
@@ -116,6 +158,7 @@ pub(super) async fn start(
         function_version: reg.function_version,
         decorator_sink: None,
         sink_warned: false,
+        managed,
     };
     Ok((agent, rx))
 }
@@ -162,6 +205,7 @@ async fn start_telemetry(
     listener: tokio::task::JoinHandle<std::io::Result<tokio::net::TcpListener>>,
     client: &ExtensionClient,
     cfg: &Config,
+    schema: &str,
     tx: mpsc::Sender<SourceEvent>,
     counters: &Arc<Counters>,
 ) -> Option<SocketAddr> {
@@ -184,7 +228,10 @@ async fn start_telemetry(
         addr.port(),
         telemetry::LISTENER_PATH
     );
-    match client.subscribe(&uri, cfg.telemetry_timeout_ms).await {
+    match client
+        .subscribe(&uri, cfg.telemetry_timeout_ms, schema)
+        .await
+    {
         Ok(Subscription::Active) => Some(addr),
         Ok(Subscription::NotSupported(body)) => {
             tracing::info!(%body, "telemetry not supported here; using decorator data only");

@@ -7,6 +7,7 @@ pub mod environment;
 pub mod leak;
 mod lines;
 pub mod oom;
+pub mod processes;
 pub mod rightsize;
 pub mod sites;
 pub mod trend;

@@ -21,7 +21,15 @@ pub struct JoinConfig {
     pub max_pending: usize,
     /// Minimum wait of an incomplete profile; it also needs two later invocations to have started.
     pub pending_timeout: Duration,
+    /// Events held until their request id is named ([`DEFAULT_MAX_PARKED`] where one
+    /// invocation runs at a time); beyond it the oldest is dropped, counted as untrusted.
+    pub max_parked: usize,
 }
+
+/// Events waiting for their INVOKE at most, where one invocation runs at a time; beyond it the
+/// oldest is dropped (and counted), so records with invented request ids can never fill the
+/// join table.
+pub const DEFAULT_MAX_PARKED: usize = 16;
 
 /// Counts of what left the table without being complete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,10 +64,6 @@ struct Parked {
     created: Instant,
     created_seq: u64,
 }
-
-/// Events waiting for their INVOKE at most; beyond it the oldest is dropped (and counted), so
-/// records with invented request ids can never fill the join table.
-const MAX_PARKED: usize = 16;
 
 /// The join table.
 pub struct Join {
@@ -189,7 +193,7 @@ impl Join {
         let mut out = Vec::new();
         match event_request_id(&ev) {
             Some(id) if !id.is_empty() && !self.is_invoked(id) && !self.is_published(id) => {
-                if self.parked.len() >= MAX_PARKED {
+                if self.parked.len() >= self.cfg.max_parked.max(1) {
                     self.parked.pop_front();
                     self.stats.untrusted += 1;
                 }
@@ -395,6 +399,7 @@ mod tests {
 
     fn cfg(max_pending: usize) -> JoinConfig {
         JoinConfig {
+            max_parked: DEFAULT_MAX_PARKED,
             max_pending,
             pending_timeout: Duration::from_millis(100),
         }

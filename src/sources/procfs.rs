@@ -56,9 +56,116 @@ pub fn read_self() -> Option<ProcMemory> {
     read_status(Path::new("/proc/self/status"))
 }
 
+/// The parent pid in the text of a `/proc/<pid>/stat` file (its 4th field, after the command
+/// name, which may itself hold spaces and parentheses).
+pub fn parse_ppid(stat: &str) -> Option<u32> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The `Pss:` figure of a `/proc/<pid>/smaps_rollup` text, in bytes.
+pub fn parse_pss(rollup: &str) -> Option<u64> {
+    rollup.lines().find_map(|l| {
+        let kb = l.strip_prefix("Pss:")?.trim().strip_suffix("kB")?.trim();
+        kb.parse::<u64>().ok().map(|k| k * 1024)
+    })
+}
+
+/// The memory of a set of processes, each page counted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupMemory {
+    /// Summed proportional set size (a page shared by `n` processes counts `1/n` in each), or
+    /// resident set size where `smaps_rollup` cannot be read (then shared pages count more
+    /// than once).
+    pub bytes: u64,
+    /// Processes counted.
+    pub processes: usize,
+    /// Processes that were counted by their RSS.
+    pub by_rss: usize,
+}
+
+/// The memory of the runtime's process tree: the parents of `workers` (the runtime's
+/// bootstrap, which forked them), every child of those parents (workers that sent no record
+/// included), and this process. `None` when no worker is alive.
+pub fn runtime_tree_memory(workers: &[u32]) -> Option<GroupMemory> {
+    let me = std::process::id();
+    let parents: std::collections::BTreeSet<u32> = workers
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|s| parse_ppid(&s))
+        .filter(|p| *p > 1 && *p != me)
+        .collect();
+    let mut members: std::collections::BTreeSet<u32> = parents.clone();
+    members.extend(workers.iter().copied());
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for pid in dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            let child = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| parse_ppid(&s))
+                .is_some_and(|pp| parents.contains(&pp));
+            if child {
+                members.insert(pid);
+            }
+        }
+    }
+    members.insert(me);
+    let mut total = GroupMemory {
+        bytes: 0,
+        processes: 0,
+        by_rss: 0,
+    };
+    for pid in &members {
+        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|t| parse_pss(&t));
+        let bytes = match pss {
+            Some(b) => b,
+            None => match read_pid(*pid).and_then(|m| m.rss) {
+                Some(b) => {
+                    total.by_rss += 1;
+                    b
+                }
+                None => continue,
+            },
+        };
+        total.bytes += bytes;
+        total.processes += 1;
+    }
+    // Only this process: every worker is gone.
+    (total.processes > 1).then_some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_and_rollup_figures_parse() {
+        assert_eq!(parse_ppid("123 (python3) S 77 123 123 0 -1"), Some(77));
+        assert_eq!(parse_ppid("9 (a b) c)) R 5 9 9"), Some(5));
+        assert_eq!(parse_ppid("garbage"), None);
+        let rollup = "55d0-7ff [rollup]\nRss:               10240 kB\nPss:                4096 kB\nPss_Anon:           1000 kB\n";
+        assert_eq!(parse_pss(rollup), Some(4096 * 1024));
+        assert_eq!(parse_pss("Rss: 3 kB\n"), None);
+    }
+
+    #[test]
+    fn the_tree_of_a_real_child_counts_it_its_parent_and_us() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let m = runtime_tree_memory(&[child.id()]).unwrap();
+        // The child, its parent (this test process, which is also "us": counted once).
+        assert!(m.processes >= 2, "{m:?}");
+        assert!(m.bytes > 1024 * 1024, "{m:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(runtime_tree_memory(&[u32::MAX]), None);
+    }
 
     #[test]
     fn udp_drops_are_read_for_the_intake_port_only() {

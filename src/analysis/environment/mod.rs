@@ -116,6 +116,9 @@ pub struct EnvironmentAnalysis {
     /// The last leak line named no site (no traced invocation yet): log again once one does.
     leak_logged_without_sites: bool,
     recommendation_logged: Option<(u32, u64)>,
+    /// Whether the right-size rule runs (not for one process among several: its peak is not
+    /// the environment's).
+    right_size_on: bool,
 }
 
 impl EnvironmentAnalysis {
@@ -150,6 +153,20 @@ impl EnvironmentAnalysis {
             leak_logged_at: None,
             leak_logged_without_sites: false,
             recommendation_logged: None,
+            right_size_on: true,
+        }
+    }
+
+    /// The analysis of one runtime process among several (Lambda Managed Instances): leak and
+    /// out-of-memory rules only.
+    pub fn for_one_process(
+        leak: LeakConfig,
+        rightsize: RightSizeConfig,
+        configured_memory_mb: Option<u32>,
+    ) -> Self {
+        Self {
+            right_size_on: false,
+            ..Self::new(leak, rightsize, configured_memory_mb)
         }
     }
 
@@ -190,7 +207,9 @@ impl EnvironmentAnalysis {
 
         self.out_of_memory(p, function_name, &summary, &mut findings);
         self.leak_trend(p, function_name, &mut findings);
-        self.right_size(p, function_name, &mut findings);
+        if self.right_size_on {
+            self.right_size(p, function_name, &mut findings);
+        }
         if let Some(mark) = report.and_then(|r| r.max_memory_used_mb) {
             self.last_mark_mb = Some(mark);
         }
