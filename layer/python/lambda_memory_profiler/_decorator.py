@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, Callable, TypeVar, overload
 
-from . import _heap, _probes
+from . import _heap, _probes, _restore
 from ._config import Options, resolve
 from ._handoff import Sender, sender_for
 from ._record import AGENT, RUNTIME, deliver, request_id
@@ -84,6 +84,11 @@ class _Profiler:
             # would cost a traced invocation each, and the sampler's own first-invocation
             # tables look like growth to the suspect rule).
             self.sampler.suspect = False
+        # A SnapStart restore or a fork: new sampling sequences, the hand-off checked again.
+        try:
+            _restore.track(self)
+        except Exception:
+            _PROCESS.errors += 1
 
 
 class _Invocation:
@@ -186,6 +191,9 @@ def _finish(
     if prof.sink is not None:
         sink, prof.sink = prof.sink, None
         sender.hello(RUNTIME, AGENT, sink)
+    elif not sender.hello_sent:
+        # After a restore or a fork: this process's pid, before its first record.
+        sender.hello(RUNTIME, AGENT)
     deliver(
         sender,
         prof.opts,
