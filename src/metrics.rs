@@ -70,7 +70,8 @@ metric_table! {
     Duration, Milliseconds, "platform.report (decorator without telemetry)", "invocation duration";
     BilledDuration, Milliseconds, "platform.report", "billed duration";
     InitDuration, Milliseconds, "platform.report", "init duration (cold starts only)";
-    ColdStart, Count, "decorator / telemetry", "1 on the first invocation of an environment";
+    RestoreDuration, Milliseconds, "platform.report", "SnapStart: the snapshot restore's duration (first invocation of a restored copy only)";
+    ColdStart, Count, "decorator / telemetry", "1 on the first invocation of an environment (of a SnapStart copy: its first after the restore)";
     OutOfMemory, Count, "analysis", "1 for the invocation that ran out of memory (counted once)";
     HeapGrowthPerInvoke, Bytes, "analysis", "slope per warm invocation (full window) of PythonHeapLive when the records carry it, else of the runtime's resident anonymous memory";
     LeakSuspected, Count, "analysis", "1 while a leak verdict stands, 0 once judged clean (full window)";
@@ -219,9 +220,13 @@ pub fn profile_datums(p: &InvocationProfile) -> Vec<Datum> {
     );
     push(Metric::BilledDuration, r.and_then(|r| r.billed_duration_ms));
     push(Metric::InitDuration, r.and_then(|r| r.init_duration_ms));
+    push(
+        Metric::RestoreDuration,
+        r.and_then(|r| r.restore_duration_ms),
+    );
     let cold = d
         .and_then(|d| d.cold_start)
-        .or_else(|| r.map(|r| r.init_duration_ms.is_some()))
+        .or_else(|| r.map(|r| r.init_duration_ms.is_some() || r.restore_duration_ms.is_some()))
         .unwrap_or(p.first_in_environment);
     push(Metric::ColdStart, Some(if cold { 1.0 } else { 0.0 }));
     datums.out

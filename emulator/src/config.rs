@@ -69,6 +69,13 @@ pub struct EmulatorConfig {
     /// of all processes. Sets `initialization_type` to `lambda-managed-instances`. `None`: one
     /// runtime process, one invocation at a time.
     pub managed_instances: Option<u32>,
+    /// SnapStart: init ends at the snapshot point (the runtime's `restore/next`, after its
+    /// before-snapshot hooks), and the first invocation restores the environment from it
+    /// (`platform.restoreStart`, the runtime's after-restore hooks, `restoreRuntimeDone`,
+    /// `restoreReport`, `restoreDurationMs` in that invocation's report). Sets
+    /// `initialization_type` to `snap-start`. The "snapshot" is the same processes, paused:
+    /// each environment is one copy (see the README).
+    pub snapstart: bool,
 }
 
 /// Lambda's log format setting for a function.
@@ -118,6 +125,7 @@ impl Default for EmulatorConfig {
             telemetry_not_supported: false,
             initialization_type: "on-demand".to_string(),
             managed_instances: None,
+            snapstart: false,
         }
     }
 }
@@ -132,6 +140,9 @@ impl EmulatorConfig {
 
     /// The `initializationType` of Lambda Managed Instances.
     pub const MANAGED_INSTANCES: &'static str = "lambda-managed-instances";
+
+    /// The `initializationType` of SnapStart environments.
+    pub const SNAP_START: &'static str = "snap-start";
 
     /// Whether this is a Lambda Managed Instances environment.
     pub fn is_managed_instances(&self) -> bool {

@@ -79,8 +79,16 @@ impl Emulator {
                 "managed_instances needs at least one worker".into(),
             ));
         }
+        if config.is_managed_instances() && config.snapstart {
+            return Err(EmulatorError::Config(
+                "SnapStart is not available on Lambda Managed Instances".into(),
+            ));
+        }
         if config.is_managed_instances() {
             config.initialization_type = EmulatorConfig::MANAGED_INSTANCES.to_string();
+        }
+        if config.snapstart {
+            config.initialization_type = EmulatorConfig::SNAP_START.to_string();
         }
         if config.runtime_argv().is_empty() {
             return Err(EmulatorError::Config("empty runtime command".into()));

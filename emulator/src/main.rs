@@ -102,6 +102,10 @@ struct RunArgs {
     /// needs schema 2025-01-29, and the memory limit holds for all processes together.
     #[arg(long, value_name = "N")]
     managed_instances: Option<u32>,
+    /// SnapStart: init ends at the snapshot point (after the runtime's before-snapshot hooks);
+    /// the first invocation restores from it (restore telemetry, after-restore hooks).
+    #[arg(long)]
+    snapstart: bool,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -175,6 +179,7 @@ async fn run(args: RunArgs) -> Result<u8> {
         sandbox_hosts: !args.no_sandbox_hosts,
         telemetry_not_supported: args.telemetry_not_supported,
         managed_instances: args.managed_instances,
+        snapstart: args.snapstart,
         ..EmulatorConfig::default()
     };
     let emulator = std::sync::Arc::new(Emulator::start(config).await?);

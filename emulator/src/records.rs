@@ -27,6 +27,17 @@ pub(crate) fn init_start(c: &EmulatorConfig) -> Value {
     })
 }
 
+/// `platform.restoreStart`: a copy resumes from the snapshot.
+pub(crate) fn restore_start(c: &EmulatorConfig) -> Value {
+    let version = c.runtime_version();
+    json!({
+        "runtimeVersion": version,
+        "runtimeVersionArn": runtime_version_arn(&c.region, &version),
+        "functionName": c.function_name,
+        "functionVersion": "$LATEST",
+    })
+}
+
 /// `arn:aws:lambda:<region>::runtime:<64 hex digits>`, Lambda's form, derived from the version
 /// so that one version always has one ARN.
 pub(crate) fn runtime_version_arn(region: &str, version: &str) -> String {

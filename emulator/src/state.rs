@@ -65,6 +65,12 @@ pub(crate) struct RuntimeState {
     pub exit: Option<ExitInfo>,
     pub oom_killed: bool,
     pub rss: u64,
+    /// SnapStart: the runtime called `restore/next` (its init is done: the snapshot point).
+    pub at_snapshot: bool,
+    /// SnapStart: the restore began; `restore/next` answers.
+    pub restoring: bool,
+    /// SnapStart: the runtime's after-restore hooks failed (`restore/error`), with its type.
+    pub restore_error: Option<String>,
 }
 
 /// What the runtime reported for the current invocation.
@@ -111,6 +117,10 @@ pub(crate) struct State {
     pub init_telemetry_start: usize,
     /// Init duration to report as `initDurationMs` on the next invocation's report.
     pub pending_init: Option<Duration>,
+    /// SnapStart: the environment waits at its snapshot point for its restore.
+    pub snapshotted: bool,
+    /// SnapStart: restore duration to report as `restoreDurationMs` on the next report.
+    pub pending_restore: Option<Duration>,
 }
 
 pub(crate) struct Shared {
@@ -150,6 +160,8 @@ impl Shared {
                 last_init: None,
                 init_telemetry_start: 0,
                 pending_init: None,
+                snapshotted: false,
+                pending_restore: None,
             }),
             changed,
         })

@@ -5,11 +5,13 @@
 use std::time::Instant;
 
 use super::Agent;
+use crate::analysis::environment::EnvironmentAnalysis;
 use crate::epoch_ms;
 use crate::invocation::{InvocationProfile, SourceEvent};
 use crate::metrics::{self, Dimensions};
 use crate::presence::Change;
 use crate::sinks::{self, Command, SinkSettings};
+use crate::sources::telemetry::TelemetryEvent;
 use crate::stats::Counters;
 
 impl Agent {
@@ -33,10 +35,23 @@ impl Agent {
                     self.take_decorator_sink(s.clone());
                 }
             }
+            SourceEvent::Telemetry(TelemetryEvent::RestoreStart) => self.on_restore(),
             SourceEvent::Telemetry(_) => {}
         }
         done.extend(self.join.on_event(ev, Instant::now(), epoch_ms()));
         done
+    }
+
+    /// A SnapStart copy begins its life: what the analysis holds came before the snapshot,
+    /// which every copy restored from it shares, so this copy's memory history starts now.
+    fn on_restore(&mut self) {
+        let cfg = &self.cfg;
+        self.analysis = EnvironmentAnalysis::new(
+            cfg.leak.clone(),
+            cfg.rightsize.clone(),
+            cfg.lambda.memory_mb,
+        );
+        tracing::info!("restored from a snapshot: a new memory history for this copy");
     }
 
     /// The decorator's own sink arguments, from its hello: the first that asks for anything is

@@ -88,6 +88,9 @@ pub enum TelemetryEvent {
     RuntimeDone(RuntimeDone),
     /// `platform.report`: the platform's figures for a finished invocation.
     Report(Report),
+    /// `platform.restoreStart`: this environment is a copy being restored from a SnapStart
+    /// snapshot (what came before it is the snapshot's, shared by every copy).
+    RestoreStart,
     /// `platform.logsDropped`: Lambda dropped telemetry records this extension did not take in
     /// time.
     LogsDropped {
@@ -195,6 +198,7 @@ fn parse_item(item: &Value) -> Item {
             }),
             None => return Item::Invalid,
         },
+        "platform.restoreStart" => TelemetryEvent::RestoreStart,
         "platform.logsDropped" => TelemetryEvent::LogsDropped {
             dropped_records: record.get("droppedRecords").and_then(Value::as_u64),
         },
@@ -415,9 +419,11 @@ mod tests {
     #[test]
     fn unknown_types_and_fields_are_skipped() {
         let batch = parse_batch(&fixture("unknown_types.json")).unwrap();
-        assert_eq!(batch.skipped, 2, "{batch:?}");
+        // `platform.restoreStart` is one of ours now (SnapStart); the rest is skipped.
+        assert_eq!(batch.skipped, 1, "{batch:?}");
         assert_eq!(batch.invalid, 0);
-        let TelemetryEvent::Report(report) = &batch.events[0] else {
+        assert_eq!(batch.events[0], TelemetryEvent::RestoreStart);
+        let TelemetryEvent::Report(report) = &batch.events[1] else {
             panic!()
         };
         assert_eq!(report.error_type.as_deref(), Some("Runtime.OutOfMemory"));

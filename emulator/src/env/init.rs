@@ -100,7 +100,13 @@ pub(crate) async fn init(shared: &SharedRef, addr: &str) -> Result<InitInfo, Emu
         st.last_init = Some(info.clone());
         if error_type.is_none() {
             st.phase = Phase::Ready;
-            st.pending_init = Some(duration);
+            if shared.config.snapstart {
+                // The init ran when the snapshot was taken: a restored copy reports its
+                // restore, not the init.
+                st.snapshotted = true;
+            } else {
+                st.pending_init = Some(duration);
+            }
         }
     }
     shared.bump();
@@ -215,7 +221,8 @@ async fn init_wait(
         if let Some(e) = ext_error(st) {
             return Some(Some(e));
         }
-        st.runtime.ready.then_some(None)
+        // SnapStart: init ends at the snapshot point.
+        (st.runtime.ready || st.runtime.at_snapshot).then_some(None)
     })
     .await;
     outcome.unwrap_or_else(|| Some("Sandbox.Timedout".to_string()))

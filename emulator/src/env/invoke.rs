@@ -46,6 +46,13 @@ pub(crate) async fn prepare(shared: &SharedRef, addr: &str) -> Result<InitFailur
         let info = init(shared, addr).await?;
         init_error = info.error_type.map(|t| (t, info.duration));
     }
+    let snapshotted = shared.lock().snapshotted;
+    if init_error.is_none() && snapshotted {
+        let t0 = std::time::Instant::now();
+        if let Some(t) = super::restore::restore(shared).await {
+            init_error = Some((t, t0.elapsed()));
+        }
+    }
     Ok(init_error)
 }
 
@@ -72,7 +79,8 @@ pub(crate) async fn invoke(
     let cold_start;
     {
         let mut st = shared.lock();
-        cold_start = st.pending_init.is_some() || init_error.is_some();
+        cold_start =
+            st.pending_init.is_some() || st.pending_restore.is_some() || init_error.is_some();
         st.emit("platform.start", records::start(&request_id, &tracing));
         if init_error.is_none() {
             let ev = invoke_event(&request_id, deadline_ms, &shared.function_arn(), &trace);
@@ -249,6 +257,9 @@ pub(crate) async fn invoke(
             });
             if let Some(d) = init_ms {
                 metrics["initDurationMs"] = json!(duration_ms(d));
+            }
+            if let Some(d) = st.pending_restore.take() {
+                metrics["restoreDurationMs"] = json!(duration_ms(d));
             }
             json!({
                 "requestId": request_id,

@@ -5,6 +5,7 @@ mod environ;
 mod init;
 mod invoke;
 mod output;
+mod restore;
 mod sampler;
 mod shutdown;
 

@@ -114,6 +114,8 @@ pub(crate) async fn shutdown_env(
     st.phase = Phase::Empty;
     st.in_flight.clear();
     st.pending_init = None;
+    st.pending_restore = None;
+    st.snapshotted = false;
     drop(st);
     shared.bump();
     (stats, runtime_exit, duration)

@@ -104,6 +104,12 @@ async fn route(shared: SharedRef, req: Request<Incoming>) -> Resp {
             let (id, is_error) = (id.to_string(), *kind == "error");
             runtime::result(shared, req, id, is_error).await
         }
+        (Method::GET, ["2018-06-01", "runtime", "restore", "next"]) => {
+            runtime::restore_next(shared).await
+        }
+        (Method::POST, ["2018-06-01", "runtime", "restore", "error"]) => {
+            runtime::restore_error(shared, req).await
+        }
         (Method::POST, ["2018-06-01", "runtime", "init", "error"]) => {
             runtime::init_error(shared, req).await
         }

@@ -90,6 +90,52 @@ pub(super) async fn result(
     reply(StatusCode::ACCEPTED, json!({"status": "OK"}))
 }
 
+/// `GET restore/next` (SnapStart): the runtime's init is done and its before-snapshot hooks ran:
+/// the snapshot point. Answers 200 once the environment is restored from it; then the runtime
+/// runs its after-restore hooks and asks for its first event.
+pub(super) async fn restore_next(shared: SharedRef) -> Resp {
+    if !shared.config.snapstart {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Runtime.InvalidStateTransition",
+            "not a SnapStart environment",
+        );
+    }
+    let mut rx = shared.watcher();
+    let generation = {
+        let mut st = shared.lock();
+        st.runtime.at_snapshot = true;
+        st.generation
+    };
+    shared.bump();
+    loop {
+        {
+            let st = shared.lock();
+            if st.closed || st.generation != generation {
+                return error(StatusCode::GONE, "Runtime.Reset", "environment was reset");
+            }
+            if st.runtime.restoring {
+                return reply(StatusCode::OK, json!({}));
+            }
+        }
+        if rx.changed().await.is_err() {
+            return error(StatusCode::GONE, "Runtime.Reset", "emulator stopped");
+        }
+    }
+}
+
+/// `POST restore/error`: the runtime's after-restore hooks failed (202).
+pub(super) async fn restore_error(shared: SharedRef, req: Request<Incoming>) -> Resp {
+    let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
+    let b = body(req).await;
+    let ty = ty
+        .or_else(|| error_type_of(&b))
+        .unwrap_or_else(|| "Runtime.AfterRestoreError".to_string());
+    shared.lock().runtime.restore_error = Some(ty);
+    shared.bump();
+    reply(StatusCode::ACCEPTED, json!({"status": "OK"}))
+}
+
 /// `POST init/error`: 202 whatever its content type (the runtime client insists on 202).
 pub(super) async fn init_error(shared: SharedRef, req: Request<Incoming>) -> Resp {
     let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
