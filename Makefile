@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 # Python folders that exist in this checkout (ruff fails on a missing path).
 PY_DIRS := $(wildcard layer tests bench examples scripts demo)
 
-.PHONY: demo all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean emulator-conformance fuzz native
+.PHONY: demo all build test lint rust-test py-test py-test-matrix bench-decorator bench venv localstack clean emulator-conformance fuzz native platform-test
 
 all: build
 
@@ -50,6 +50,20 @@ rust-test: venv localstack native
 	LMP_NATIVE=false LMP_TEST_PYTHON=$(abspath $(VPY)) LMP_LOCALSTACK=$(abspath scripts/localstack.sh) cargo test --workspace
 	LMP_NATIVE=true LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-memory-profiler --test analysis_truth -- --skip not_a_leak
 
+# Lambda Managed Instances (Python 3.13+) and SnapStart (3.12+) are newer runtimes than the
+# project venv's 3.11: their end-to-end tests (emulator and extension) run again on CPython 3.13
+# from ~/.pyenv with the real runtime client.
+RUNTIME313 := .venv-runtime-3.13
+$(RUNTIME313)/.stamp: tests/runtime-requirements.txt
+	rm -rf $(RUNTIME313)
+	"$$(ls -d $$HOME/.pyenv/versions/3.13.* | sort -V | tail -n 1)/bin/python3" -m venv $(RUNTIME313)
+	$(RUNTIME313)/bin/python -m pip install -q -r tests/runtime-requirements.txt
+	touch $@
+
+platform-test: $(RUNTIME313)/.stamp
+	LMP_NATIVE=false LMP_TEST_PYTHON=$(abspath $(RUNTIME313)/bin/python) cargo test -p lambda-memory-profiler --test managed_instances --test snapstart
+	LMP_TEST_PYTHON=$(abspath $(RUNTIME313)/bin/python) cargo test -p lambda-emulator --test managed_instances --test snapstart
+
 # The native heap sampler, one module per CPython found (3.9+), into the package folder; the
 # Python suites then require it (LMP_REQUIRE_NATIVE=1: a missing module fails, not skips).
 native: tools
@@ -80,7 +94,7 @@ bench: venv localstack layer
 	$(VPY) bench/extension_overhead.py
 	$(VPY) bench/decorator_overhead.py --rounds 30 > build/bench/decorator.md
 
-test: lint rust-test py-test py-test-matrix examples-test layer-test check-template
+test: lint rust-test platform-test py-test py-test-matrix examples-test layer-test check-template
 
 # Every parser of outside input (intake datagram, telemetry batch, /proc text, Extensions API
 # event, configuration, the limits) for 1,000,000 generated cases each (the Python configuration
@@ -92,7 +106,7 @@ fuzz: venv
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .venv-localstack .venv-tools build
+	rm -rf $(VENV) .venv-localstack .venv-tools $(RUNTIME313) build
 
 # ---- layer, template, examples ---------------------------------------------------------------
 TOOLS_VENV := .venv-tools
