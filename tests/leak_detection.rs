@@ -31,6 +31,23 @@ async fn run_example(example: &str, variant: &str, invocations: usize) -> Option
     std::fs::create_dir_all(&layer).unwrap();
     std::os::unix::fs::symlink(common::repo().join("layer/python"), layer.join("python")).unwrap();
     let port = common::free_port();
+    let mut env: Vec<(String, String)> = vec![
+        ("LMP_SINK".into(), "emf".into()),
+        ("LMP_INTAKE_PORT".into(), port.to_string()),
+    ];
+    // As in analysis_truth: the function sees LMP_NATIVE when the test process has it (the
+    // emulator does not pass its own environment on).
+    if let Ok(native) = std::env::var("LMP_NATIVE") {
+        env.push(("LMP_NATIVE".into(), native));
+    }
+    // Analysis aid: `LMP_TEST_DUMP=<dir>` keeps the extension's output lines of every run there.
+    let dump = std::env::var("LMP_TEST_DUMP").ok().map(|d| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        format!("{d}/{example}-{variant}-{stamp}")
+    });
     let cfg = EmulatorConfig {
         extensions_dir: Some(common::extensions_dir(&dir)),
         function_dir: common::repo().join("examples").join(example),
@@ -40,10 +57,7 @@ async fn run_example(example: &str, variant: &str, invocations: usize) -> Option
         memory_mb: 512,
         timeout: Duration::from_secs(30),
         function_name: format!("{example}-{variant}"),
-        env: vec![
-            ("LMP_SINK".into(), "emf".into()),
-            ("LMP_INTAKE_PORT".into(), port.to_string()),
-        ],
+        env,
         ..EmulatorConfig::default()
     };
     let em = Emulator::start(cfg).await.expect("emulator starts");
@@ -59,6 +73,9 @@ async fn run_example(example: &str, variant: &str, invocations: usize) -> Option
         );
     }
     let lines = common::shut_down_cleanly(em).await;
+    if let Some(d) = &dump {
+        std::fs::write(format!("{d}.ext.jsonl"), lines.join("\n")).unwrap();
+    }
     let emf = common::emf_docs(&lines);
     Some(Run {
         leak_suspected: common::metric_values(&emf, "LeakSuspected"),

@@ -214,6 +214,12 @@ pub struct LeakObservation {
     /// Live blocks of the Python object allocator after the invocation: a count, reported beside
     /// the verdict as a hint (Python objects or native memory), never turned into bytes.
     pub heap_blocks: Option<f64>,
+    /// The native sampler's estimate of the Python heap's live bytes after the invocation, with
+    /// its epoch (`(epoch, bytes)`), when the record carries it. On resident memory it says
+    /// whether Python objects are being kept, where the block count cannot: that count is taken
+    /// every few invocations only on a large heap, so one step in it (a traced invocation's
+    /// tables, the sampler's own site table) reads as objects kept for a whole window.
+    pub python_heap: Option<(u64, f64)>,
 }
 
 /// How the verdict changed with the last observation.
@@ -248,6 +254,9 @@ pub struct LeakDetector {
     seen: usize,
     levels: VecDeque<(f64, f64)>,
     heap_blocks: VecDeque<(f64, f64)>,
+    /// The sampler's live-heap estimate over the window (one epoch), beside resident memory.
+    python_heap: VecDeque<(f64, f64)>,
+    python_heap_epoch: Option<u64>,
     /// Consecutive observations after which the raising rule said leak.
     streak: usize,
     /// A leak verdict is standing (raised and not yet withdrawn).
@@ -276,6 +285,8 @@ impl LeakDetector {
             seen: 0,
             levels: VecDeque::new(),
             heap_blocks: VecDeque::new(),
+            python_heap: VecDeque::new(),
+            python_heap_epoch: None,
             streak: 0,
             standing: false,
             fragmenting: 0,
@@ -315,6 +326,15 @@ impl LeakDetector {
         let x = self.seen as f64;
         push_bounded(&mut self.levels, x, observation.bytes, window);
         push_bounded(&mut self.heap_blocks, x, observation.heap_blocks, window);
+        if let Some((epoch, _)) = observation.python_heap {
+            // Estimates of two sampler epochs are never compared.
+            if self.python_heap_epoch != Some(epoch) {
+                self.python_heap.clear();
+                self.python_heap_epoch = Some(epoch);
+            }
+        }
+        let heap_level = observation.python_heap.map(|(_, bytes)| bytes);
+        push_bounded(&mut self.python_heap, x, heap_level, window);
         let levels: Vec<(f64, f64)> = self.levels.iter().copied().collect();
         self.last = assess_series(&levels, self.config.min_growth_bytes, &self.config);
         match self.signal {
@@ -375,19 +395,35 @@ impl LeakDetector {
     }
 
     /// The growth looks like the C heap fragmenting rather than a leak: no Python objects kept
-    /// and memory rising in a minority of invocations. Without a block count (a non-Python
-    /// sender), never.
+    /// and memory rising in a minority of invocations. No Python objects kept: the block count
+    /// flat, or — when the records carry the native sampler's estimate — that estimate not
+    /// rising beyond its own sampling noise over the window ([`drift_p_value`] above
+    /// `max_p_value`). Without either figure (a non-Python sender), never.
     fn fragmentation(&self, levels: &[(f64, f64)]) -> bool {
-        let Some(blocks) = self.heap_blocks_per_invoke() else {
+        let blocks_flat = self
+            .heap_blocks_per_invoke()
+            .is_some_and(|b| b < self.config.min_blocks_per_invoke);
+        if !(blocks_flat || self.python_heap_flat()) {
             return false;
-        };
+        }
         let steps = levels.len().saturating_sub(1);
         if steps == 0 {
             return false;
         }
         let rising = levels.windows(2).filter(|w| w[1].1 > w[0].1).count();
-        blocks < self.config.min_blocks_per_invoke
-            && (rising as f64) < self.config.min_rising_share * steps as f64
+        (rising as f64) < self.config.min_rising_share * steps as f64
+    }
+
+    /// The sampler's estimate spans the window and shows no growth beyond its sampling noise.
+    fn python_heap_flat(&self) -> bool {
+        let points: Vec<(f64, f64)> = self.python_heap.iter().copied().collect();
+        let span = match (points.first(), points.last()) {
+            (Some(a), Some(b)) => b.0 - a.0 + 1.0,
+            _ => 0.0,
+        };
+        points.len() >= self.config.min_points.max(3)
+            && span >= 0.75 * self.config.window as f64
+            && drift_p_value(&points) > self.config.max_p_value
     }
 
     /// The verdict after the last observation.
@@ -467,6 +503,7 @@ mod tests {
         d.observe(LeakObservation {
             bytes: Some(anon),
             heap_blocks: None,
+            python_heap: None,
         })
     }
 
@@ -648,6 +685,7 @@ mod tests {
             d.observe(LeakObservation {
                 bytes: (i % 3 != 0).then_some(40e6 + 2048.0 * f64::from(i)),
                 heap_blocks: None,
+                python_heap: None,
             });
         }
         let report = d.assess();
@@ -664,6 +702,7 @@ mod tests {
             d.observe(LeakObservation {
                 bytes: Some(f64::from(i) * 8192.0),
                 heap_blocks: Some(f64::from(i) * 3.0),
+                python_heap: None,
             });
         }
         assert_eq!(d.assess().verdict, Verdict::Leak);
@@ -683,6 +722,7 @@ mod tests {
             d.observe(LeakObservation {
                 bytes: Some(60e6 + 16_384.0 * steps),
                 heap_blocks: Some(50_000.0 + f64::from(i)),
+                python_heap: None,
             });
             assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
         }
@@ -693,6 +733,7 @@ mod tests {
             d.observe(LeakObservation {
                 bytes: Some(60e6 + 16_384.0 * f64::from(i / 3)),
                 heap_blocks: Some(50_000.0 + f64::from(i)),
+                python_heap: None,
             });
             if first.is_none() && d.assess().verdict == Verdict::Leak {
                 first = Some(i);
@@ -707,6 +748,7 @@ mod tests {
                 d.observe(LeakObservation {
                     bytes: Some(60e6 + 16_384.0 * f64::from(i / every)),
                     heap_blocks: Some(50_000.0 + blocks_per_invoke * f64::from(i)),
+                    python_heap: None,
                 });
             }
             assert_eq!(
@@ -723,6 +765,46 @@ mod tests {
     }
 
     #[test]
+    fn sporadic_steps_with_the_sampled_heap_flat_are_fragmentation_whatever_the_block_count() {
+        // Resident memory settling after a bounded cache filled (the examples' fixed twins with
+        // the sampler on): a 16 KiB step every third invocation for 80 invocations, then flat.
+        // The block count, taken every fourth invocation, steps by 800 blocks at invocation 30
+        // (a traced invocation's tables) and reads as objects kept; the sampler's estimate
+        // moves by its sampling noise only.
+        let heap_noise = noise(5, 200, 40_000.0);
+        let run = |python_heap: &dyn Fn(u32) -> Option<(u64, f64)>| {
+            let mut d = LeakDetector::new(cfg());
+            let mut first = None;
+            for i in 0..200u32 {
+                let step = if i >= 30 { 800.0 } else { 0.0 };
+                d.observe(LeakObservation {
+                    bytes: Some(60e6 + 16_384.0 * f64::from(i.min(80) / 3)),
+                    heap_blocks: (i % 4 == 0).then_some(50_000.0 + f64::from(i) + step),
+                    python_heap: python_heap(i),
+                });
+                if first.is_none() && d.assess().verdict == Verdict::Leak {
+                    first = Some(i);
+                }
+            }
+            first
+        };
+        let flat = |i: u32| Some((1, 8e6 + heap_noise[i as usize]));
+        assert_eq!(run(&flat), None, "the estimate flat: fragmentation");
+        assert!(
+            run(&|_| None).is_some(),
+            "without the estimate: the block step"
+        );
+        // An estimate of a new epoch at every invocation never spans a window: the block count
+        // decides.
+        let restarting = |i: u32| Some((u64::from(i), 8e6));
+        assert!(run(&restarting).is_some(), "epochs are not compared");
+        // The estimate rising with resident memory (Python objects kept): a leak, called as
+        // without the estimate.
+        let rising = |i: u32| Some((1, 8e6 + 16_384.0 * f64::from(i.min(80) / 3)));
+        assert_eq!(run(&rising), run(&|_| None));
+    }
+
+    #[test]
     fn a_rising_block_count_alone_is_no_leak() {
         // The runtime keeps about one small block per invocation: a count, not bytes.
         let mut d = LeakDetector::new(cfg());
@@ -730,6 +812,7 @@ mod tests {
             d.observe(LeakObservation {
                 bytes: Some(pages(60e6 + 64.0 * f64::from(i))),
                 heap_blocks: Some(50_000.0 + f64::from(i)),
+                python_heap: None,
             });
             assert_ne!(d.assess().verdict, Verdict::Leak, "invocation {i}");
         }
@@ -762,6 +845,7 @@ mod tests {
                 let o = LeakObservation {
                     bytes: Some(*level),
                     heap_blocks: None,
+                    python_heap: None,
                 };
                 anon_raised |= anon.observe(o) == Transition::Raised;
                 heap_raised |= heap.observe(o) == Transition::Raised;
@@ -786,6 +870,7 @@ mod tests {
             d.observe(LeakObservation {
                 bytes: Some(staircase(i)),
                 heap_blocks: Some(50_000.0),
+                python_heap: None,
             })
         };
         let mut anon = LeakDetector::new(cfg());
