@@ -158,40 +158,10 @@ fn tagged(line: &str, pid: u32, memory: ProcessMemory) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::intake::DecoratorRecord;
-    use crate::sources::procfs::ProcMemory;
-    use crate::sources::telemetry::Report;
+    // Invocation `i` of process `pid`, which keeps `kept` bytes of anonymous memory per call.
+    use crate::analysis::environment::tests::profile;
 
     const KIB: u64 = 1024;
-
-    /// Invocation `i` of process `pid`, which keeps `kept` bytes of anonymous memory per call,
-    /// with a little noise; no `maxMemoryUsedMB` (Managed Instances have none).
-    fn profile(i: u64, pid: u32, kept: u64) -> InvocationProfile {
-        let noise = (i * 7919 % 13) * 512;
-        let anon = 40_000 * KIB + i * kept + noise;
-        InvocationProfile {
-            request_id: format!("{pid}-{i}"),
-            timestamp_ms: 1_764_000_000_000 + i * 250,
-            report: Some(Report {
-                request_id: format!("{pid}-{i}"),
-                status: Some("success".into()),
-                duration_ms: Some(12.0),
-                ..Default::default()
-            }),
-            decorator: Some(Box::new(DecoratorRecord {
-                request_id: format!("{pid}-{i}"),
-                pid: Some(pid),
-                heap_blocks: Some(50_000),
-                ..Default::default()
-            })),
-            runtime_proc: Some(ProcMemory {
-                rss: Some(anon + 20_000 * KIB),
-                hwm: None,
-                anon: Some(anon / 4096 * 4096),
-            }),
-            ..Default::default()
-        }
-    }
 
     fn analyses() -> ProcessAnalyses {
         ProcessAnalyses::new(

@@ -126,11 +126,7 @@ pub(super) async fn restore_next(shared: SharedRef) -> Resp {
 
 /// `POST restore/error`: the runtime's after-restore hooks failed (202).
 pub(super) async fn restore_error(shared: SharedRef, req: Request<Incoming>) -> Resp {
-    let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
-    let b = body(req).await;
-    let ty = ty
-        .or_else(|| error_type_of(&b))
-        .unwrap_or_else(|| "Runtime.AfterRestoreError".to_string());
+    let ty = reported_error_type(req, "Runtime.AfterRestoreError").await;
     shared.lock().runtime.restore_error = Some(ty);
     shared.bump();
     reply(StatusCode::ACCEPTED, json!({"status": "OK"}))
@@ -138,12 +134,17 @@ pub(super) async fn restore_error(shared: SharedRef, req: Request<Incoming>) -> 
 
 /// `POST init/error`: 202 whatever its content type (the runtime client insists on 202).
 pub(super) async fn init_error(shared: SharedRef, req: Request<Incoming>) -> Resp {
-    let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
-    let b = body(req).await;
-    let ty = ty
-        .or_else(|| error_type_of(&b))
-        .unwrap_or_else(|| "Runtime.Unknown".to_string());
+    let ty = reported_error_type(req, "Runtime.Unknown").await;
     shared.lock().runtime.init_error = Some(ty);
     shared.bump();
     reply(StatusCode::ACCEPTED, json!({"status": "OK"}))
+}
+
+/// The error type a runtime reported: its `Lambda-Runtime-Function-Error-Type` header, else the
+/// body's `errorType`, else `default`.
+async fn reported_error_type(req: Request<Incoming>, default: &str) -> String {
+    let ty = header(&req, "Lambda-Runtime-Function-Error-Type");
+    let b = body(req).await;
+    ty.or_else(|| error_type_of(&b))
+        .unwrap_or_else(|| default.to_string())
 }

@@ -341,7 +341,7 @@ impl EnvironmentAnalysis {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sources::intake::{DecoratorRecord, Heap, HeapSite, TopSite, Trace};
     use crate::sources::procfs::ProcMemory;
@@ -351,7 +351,7 @@ mod tests {
 
     /// Invocation `i` of a runtime that keeps `kept_per_invoke` bytes of anonymous memory each
     /// time; every tenth is traced and names its sites.
-    fn profile(i: u64, pid: u32, kept_per_invoke: u64) -> InvocationProfile {
+    pub(crate) fn profile(i: u64, pid: u32, kept_per_invoke: u64) -> InvocationProfile {
         let trace = i.is_multiple_of(10).then(|| Trace {
             retained_bytes: Some(kept_per_invoke + 64),
             retained_blocks: Some(2),
