@@ -128,7 +128,7 @@ class Runner:
             self.drain(w)
             return out
         if op == "read":  # _heap.NativeHeap.read after one plain call of the workload
-            # and what encoding its result into the record costs (the record's encoder).
+            # and what encoding its result into the record costs (the record's heap encoder).
             heap, plain = _heap._PROCESS_HEAP[0], getattr(fn, "__wrapped__", fn)
             times, encode = [], []
             for _ in range(cmd["n"]):
@@ -136,7 +136,7 @@ class Runner:
                 t0 = time.perf_counter()
                 obj = heap.read(10)
                 t1 = time.perf_counter()
-                _handoff._ENCODER.encode(obj)
+                _handoff.encode_heap(obj)
                 times.append((t1 - t0) * 1e6)
                 encode.append((time.perf_counter() - t1) * 1e6)
             self.drain(w)
@@ -160,7 +160,7 @@ def setup(kind: str, arg: int) -> tuple[list, Any]:
         port = intake.getsockname()[1]
         deco = memory_profile(intake_port=port, native=bool(arg), trace=kind == "decorator")
         calls = [deco(fn) for fn in calls]
-        if bool(arg) != (_heap._PROCESS_HEAP[0] is not None):
+        if bool(arg) != _heap.sampling():
             raise SystemExit("the decorator's native sampler is not in the expected state")
     return calls, intake
 
@@ -309,8 +309,8 @@ def bench(rounds: int, block_ms: float, clock: str) -> int:
     print()
     print(
         "read: `_heap.NativeHeap.read` (stats, changes, sites) after one plain call of the "
-        "workload, in the decorator-with-sampler worker, and the record encoder "
-        "(`_handoff._ENCODER`) on its result; 200 reads, wall clock. Traced "
+        "workload, in the decorator-with-sampler worker, and the record's heap encoder "
+        "(`_handoff.encode_heap`) on its result; 200 reads, wall clock. Traced "
         f"invocations (sample_rate=0.01 within the budget), per workload: native=False "
         f"{traced[PY_DECO]}, defaults {traced[NATIVE_DECO]}."
     )
