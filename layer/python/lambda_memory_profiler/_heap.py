@@ -30,6 +30,11 @@ _OVERFLOW_SITE = ("<stacks dropped>", 0, "", None)
 Site = tuple[str, int, str, Optional[str]]  # file, line, function, via ("file:line" or None)
 
 
+def _by_size(item: tuple[Site, int]) -> int:
+    """Sort key of a (site, net change): the largest change first, either sign."""
+    return -abs(item[1])
+
+
 def load(opts: Options) -> ModuleType | None:
     """The native module, or None where it must not or cannot run."""
     if not getattr(opts, "native", True):
@@ -94,9 +99,30 @@ class NativeHeap:
         if st[_EPOCH] != self.last_epoch:
             self.last_epoch = st[_EPOCH]
             self.site_live.clear()  # the samples were dropped: live bytes restart from zero
+        changes = self.native.changes()
+        sites: list[dict[str, Any]] = []
+        truncated = 0
+        if changes:  # most invocations change no sampled stack: no sites to build
+            sites, truncated = self._sites_of(changes, top)
+        return {
+            "live_bytes": st[_LIVE],
+            "peak_bytes": st[_PEAK],
+            "allocated_bytes": allocated,
+            "sample_bytes": st[_MEAN],
+            "samples": st[_SAMPLES],
+            "dropped": st[_DROPPED],
+            "epoch": st[_EPOCH],
+            "sites": sites,
+            "sites_truncated": truncated,
+        }
+
+    def _sites_of(
+        self, changes: list[tuple[int, int, int]], top: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The ``top`` sites of the stacks that changed, by net change, and how many more."""
         deltas: dict[Site, int] = {}
         site_live = self.site_live
-        for stack_id, delta, _live in self.native.changes():
+        for stack_id, delta, _live in changes:
             s = self.site(stack_id)
             deltas[s] = deltas.get(s, 0) + delta
             site_live[s] = site_live.get(s, 0) + delta
@@ -104,10 +130,8 @@ class NativeHeap:
         own = _sites.PACKAGE_DIR
         # The sampler also sees this package's own blocks (its tables): never a site of the
         # function's.
-        ranked = sorted(
-            (d for d in deltas.items() if d[1] and not d[0][0].startswith(own)),
-            key=lambda d: -abs(d[1]),
-        )
+        ranked = [d for d in deltas.items() if d[1] and not d[0][0].startswith(own)]
+        ranked.sort(key=_by_size)
         for (file, line, function, via), delta in ranked[:top]:
             entry: dict[str, Any] = {
                 "file": file,
@@ -119,17 +143,7 @@ class NativeHeap:
             if via is not None:
                 entry["via"] = via
             sites.append(entry)
-        return {
-            "live_bytes": st[_LIVE],
-            "peak_bytes": st[_PEAK],
-            "allocated_bytes": allocated,
-            "sample_bytes": st[_MEAN],
-            "samples": st[_SAMPLES],
-            "dropped": st[_DROPPED],
-            "epoch": st[_EPOCH],
-            "sites": sites,
-            "sites_truncated": max(len(ranked) - top, 0),
-        }
+        return sites, max(len(ranked) - top, 0)
 
 
 _PROCESS_HEAP: list[NativeHeap | None] = []
