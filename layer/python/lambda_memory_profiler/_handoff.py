@@ -37,6 +37,36 @@ def _dumps(obj: Any) -> bytes:
     return _ENCODER.encode(obj).encode("ascii")
 
 
+# The invocation record's layout (docs/protocol.md), %-formatted: one formatting operation
+# for the whole record (an f-string with a call per field cost a third more).
+_INVOCATION = (
+    '{"v":%d,"kind":"invocation","request_id":%s,%s"start_ms":%.1f,"duration_ms":%.3f,'
+    '"cold_start":%s,"error_type":%s,"rss_peak_bytes":%s,"rss_peak_scope":%s,'
+    '"heap_blocks":%s,"anon_bytes":%s,"gc":%s,"trace":%s,"heap":%s}'
+)
+_INT = "%d"  # one int of the record (a bool as 0/1, a float truncated, as int() did)
+_GC = '{"collections":%d,"collected":%d,"uncollectable":%d,"garbage":%s}'
+# Most invocations collect nothing and leave no garbage.
+_GC_NONE = _GC % (0, 0, 0, "0")
+_HEAP = (
+    '{"live_bytes":%d,"peak_bytes":%d,"allocated_bytes":%d,"sample_bytes":%d,"samples":%d,'
+    '"dropped":%d,"epoch":%d,"sites":[%s],"sites_truncated":%d}'
+)
+# Strings that are the same at every invocation, encoded once.
+_SCOPES = {"invocation": '"invocation"', "process": '"process"'}
+# (pid, runtime, their '"pid":..,"runtime":..,' part), replaced whole when either changes.
+_process_part: list[tuple[int, str, str]] = [(-1, "", "")]
+
+
+def _pid_runtime(pid: int, runtime: str) -> str:
+    """The record's ``"pid":..,"runtime":..,`` part, encoded once per process."""
+    part = _process_part[0]
+    if part[0] != pid or part[1] != runtime:
+        part = (pid, runtime, f'"pid":{int(pid)},"runtime":{_json_str(runtime)},')
+        _process_part[0] = part
+    return part[2]
+
+
 def encode_invocation(
     request_id: str,
     pid: int,
@@ -58,38 +88,58 @@ def encode_invocation(
 ) -> bytes:
     """The invocation record as JSON, straight from its figures: about half the cost of
     building a dict and running the generic encoder, on a path taken at every invocation."""
+    if collections or collected or uncollectable or garbage != 0:
+        gc_json = _GC % (
+            collections,
+            collected,
+            uncollectable,
+            "null" if garbage is None else _INT % garbage,
+        )
+    else:
+        gc_json = _GC_NONE
     return (
-        f'{{"v":{PROTOCOL_VERSION},"kind":"invocation","request_id":{_json_str(request_id)},'
-        f'"pid":{int(pid)},"runtime":{_json_str(runtime)},'
-        f'"start_ms":{float(start_ms):.1f},"duration_ms":{float(duration_ms):.3f},'
-        f'"cold_start":{"true" if cold_start else "false"},'
-        f'"error_type":{"null" if error_type is None else _json_str(error_type)},'
-        f'"rss_peak_bytes":{"null" if rss_peak_bytes is None else int(rss_peak_bytes)},'
-        f'"rss_peak_scope":{_json_str(rss_peak_scope)},'
-        f'"heap_blocks":{"null" if heap_blocks is None else int(heap_blocks)},'
-        f'"anon_bytes":{"null" if anon_bytes is None else int(anon_bytes)},'
-        f'"gc":{{"collections":{int(collections)},"collected":{int(collected)},'
-        f'"uncollectable":{int(uncollectable)},'
-        f'"garbage":{"null" if garbage is None else int(garbage)}}},'
-        f'"trace":{trace_json},"heap":{"null" if heap is None else encode_heap(heap)}}}'
+        _INVOCATION
+        % (
+            PROTOCOL_VERSION,
+            _json_str(request_id),
+            _pid_runtime(pid, runtime),
+            start_ms,
+            duration_ms,
+            "true" if cold_start else "false",
+            "null" if error_type is None else _json_str(error_type),
+            "null" if rss_peak_bytes is None else _INT % rss_peak_bytes,
+            _SCOPES.get(rss_peak_scope) or _json_str(rss_peak_scope),
+            "null" if heap_blocks is None else _INT % heap_blocks,
+            "null" if anon_bytes is None else _INT % anon_bytes,
+            gc_json,
+            trace_json,
+            "null" if heap is None else encode_heap(heap),
+        )
     ).encode("ascii")
 
 
 def encode_heap(heap: dict[str, Any]) -> str:
     """The record's ``heap`` object as JSON, formatted directly (it is in every record; the
     generic encoder costs twice as much). Every figure is an int from the sampler."""
-    sites = ",".join(
-        f'{{"file":{_json_str(s["file"])},"line":{s["line"]},"function":{_json_str(s["function"])},'
-        + (f'"via":{_json_str(s["via"])},' if "via" in s else "")
-        + f'"delta_bytes":{s["delta_bytes"]},"live_bytes":{s["live_bytes"]}}}'
-        for s in heap["sites"]
-    )
-    return (
-        f'{{"live_bytes":{heap["live_bytes"]},"peak_bytes":{heap["peak_bytes"]},'
-        f'"allocated_bytes":{heap["allocated_bytes"]},'
-        f'"sample_bytes":{heap["sample_bytes"]},"samples":{heap["samples"]},'
-        f'"dropped":{heap["dropped"]},"epoch":{heap["epoch"]},'
-        f'"sites":[{sites}],"sites_truncated":{heap["sites_truncated"]}}}'
+    sites = heap["sites"]
+    return _HEAP % (
+        heap["live_bytes"],
+        heap["peak_bytes"],
+        heap["allocated_bytes"],
+        heap["sample_bytes"],
+        heap["samples"],
+        heap["dropped"],
+        heap["epoch"],
+        ",".join(
+            f'{{"file":{_json_str(s["file"])},"line":{s["line"]},'
+            f'"function":{_json_str(s["function"])},'
+            + (f'"via":{_json_str(s["via"])},' if "via" in s else "")
+            + f'"delta_bytes":{s["delta_bytes"]},"live_bytes":{s["live_bytes"]}}}'
+            for s in sites
+        )
+        if sites
+        else "",
+        heap["sites_truncated"],
     )
 
 
