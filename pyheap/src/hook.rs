@@ -1,10 +1,10 @@
 //! The PEP 445 allocator hook: wraps the OBJ and MEM domains and chains to whatever
 //! allocator was installed before it (the default, `tracemalloc`, another profiler).
 //!
-//! Fast path, every allocation: forward, then subtract the size from a counter. Fast path,
-//! every free: one load of the free filter. Only when the counter crosses zero (a sample
-//! point, on average every `mean` bytes) or the filter says "maybe sampled" does the slow path
-//! run. The RAW domain is not wrapped: it is called without the GIL, where the stack cannot be
+//! Fast path, every allocation: subtract the size from a counter, then forward (a tail call).
+//! Fast path, every free: one load of the free filter's bits. Only when the counter crosses
+//! zero (a sample point, on average every `mean` bytes) or the filter says "maybe sampled"
+//! does the slow path run. The RAW domain is not wrapped: it is called without the GIL, where the stack cannot be
 //! read safely. The hook never changes a block's layout, so blocks allocated through it can be
 //! freed by the previous allocator and the reverse: installing and removing it is safe at any
 //! time.
@@ -42,13 +42,11 @@ fn previous(ctx: *mut c_void) -> &'static PyMemAllocatorEx {
     unsafe { &*(ctx as *const PyMemAllocatorEx) }
 }
 
+/// Counts the block of a moving or resizing realloc (already allocated): a sample point
+/// samples it.
 #[inline(always)]
 fn account(ptr: *mut c_void, size: usize) {
-    // Wrapping: the counter starts at most 2^40 (or at NEVER, far from any sum of sizes a
-    // process can allocate), and a block of 2^63 bytes cannot exist.
-    let left = REMAINING.load(Ordering::Relaxed).wrapping_sub(size as i64);
-    REMAINING.store(left, Ordering::Relaxed);
-    if left <= 0 {
+    if counts_down(size) {
         sample_point(ptr as usize, size as u64);
     }
 }
@@ -108,28 +106,69 @@ fn sample_point(ptr: usize, size: u64) {
     CAPTURING.store(false, Ordering::Release);
 }
 
-extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    let prev = previous(ctx);
-    let ptr = match prev.malloc {
-        Some(f) => f(prev.ctx, size),
-        None => null_mut(),
-    };
-    if !ptr.is_null() {
-        account(ptr, size);
+/// Counts `size` bytes allocated, before the allocation: true when that reaches a sample point.
+/// Counting first lets the fast path end in a tail call to the previous allocator. A failed
+/// allocation on the fast path stays counted (at most one gap's worth, and only when the
+/// process is out of memory); at a sample point it is given back (`sampled`).
+#[inline(always)]
+fn counts_down(size: usize) -> bool {
+    // Wrapping: the counter starts at most 2^40 (or at NEVER, far from any sum of sizes a
+    // process can allocate), and a block of 2^63 bytes cannot exist.
+    let left = REMAINING.load(Ordering::Relaxed).wrapping_sub(size as i64);
+    REMAINING.store(left, Ordering::Relaxed);
+    left <= 0
+}
+
+/// A block allocated at a sample point: samples it, or gives its bytes back to the counter
+/// when the allocation failed. The previous allocator is called by the cold functions below,
+/// not by the hooks, so that the hooks' fast-path call stays a tail call (their arguments come
+/// in the hooks' own registers).
+#[inline(always)]
+fn sampled(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        let left = REMAINING.load(Ordering::Relaxed).wrapping_add(size as i64);
+        REMAINING.store(left, Ordering::Relaxed);
+    } else {
+        sample_point(ptr as usize, size as u64);
     }
     ptr
 }
 
+type MallocFn = extern "C" fn(*mut c_void, usize) -> *mut c_void;
+type CallocFn = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
+
+#[cold]
+#[inline(never)]
+fn malloc_sampled(ctx: *mut c_void, size: usize, f: MallocFn) -> *mut c_void {
+    sampled(f(ctx, size), size)
+}
+
+#[cold]
+#[inline(never)]
+fn calloc_sampled(ctx: *mut c_void, nelem: usize, elsize: usize, f: CallocFn) -> *mut c_void {
+    sampled(f(ctx, nelem, elsize), nelem.saturating_mul(elsize))
+}
+
+extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(ctx);
+    let Some(f) = prev.malloc else {
+        return null_mut();
+    };
+    if !counts_down(size) {
+        return f(prev.ctx, size);
+    }
+    malloc_sampled(prev.ctx, size, f)
+}
+
 extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     let prev = previous(ctx);
-    let ptr = match prev.calloc {
-        Some(f) => f(prev.ctx, nelem, elsize),
-        None => null_mut(),
+    let Some(f) = prev.calloc else {
+        return null_mut();
     };
-    if !ptr.is_null() {
-        account(ptr, nelem.saturating_mul(elsize));
+    if !counts_down(nelem.saturating_mul(elsize)) {
+        return f(prev.ctx, nelem, elsize);
     }
-    ptr
+    calloc_sampled(prev.ctx, nelem, elsize, f)
 }
 
 extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
