@@ -156,6 +156,9 @@ def handler(event, context):
     return {"n": len(_kept)}
 "#;
 
+/// A CloudWatch query-protocol request that changes nothing.
+const LIST_METRICS: &str = "Action=ListMetrics&Version=2010-08-01";
+
 /// LocalStack (the local CloudWatch) on a free loopback port, killed with its process group on drop.
 pub(crate) struct LocalStack {
     pub port: u16,
@@ -200,24 +203,51 @@ impl LocalStack {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+        // LocalStack loads a service at its first request (~2 s, more on a loaded machine):
+        // load CloudWatch now, so that the function's first flush does not race the test's
+        // reads of what it sent.
+        while !ls.health().contains("\"cloudwatch\": \"running\"") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "LocalStack's CloudWatch not loaded; log:\n{}",
+                std::fs::read_to_string(dir.join("localstack.log")).unwrap_or_default()
+            );
+            ls.request(&format!(
+                "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=00\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{LIST_METRICS}",
+                LIST_METRICS.len()
+            ));
+        }
         Some(ls)
     }
 
     fn healthy(&self) -> bool {
+        let resp = self.health();
+        resp.starts_with("HTTP/1.1 200") && resp.contains("\"cloudwatch\": \"available\"")
+            || resp.contains("\"cloudwatch\": \"running\"")
+    }
+
+    /// The answer to `GET /_localstack/health` (empty when there is none).
+    fn health(&self) -> String {
+        self.request(
+            "GET /_localstack/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+    }
+
+    /// Sends one raw HTTP request and reads the whole answer (empty on any failure).
+    fn request(&self, req: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
+            return String::new();
         };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let req =
-            "GET /_localstack/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
         if s.write_all(req.as_bytes()).is_err() {
-            return false;
+            return String::new();
         }
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
-        resp.starts_with("HTTP/1.1 200") && resp.contains("\"cloudwatch\": \"available\"")
-            || resp.contains("\"cloudwatch\": \"running\"")
+        resp
     }
 
     pub(crate) fn endpoint(&self) -> String {
