@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use lambda_emulator::{Emulator, InvokeStatus};
 use serde_json::{json, Value};
@@ -76,10 +77,44 @@ async fn of_four_workers_only_the_leaking_one_is_flagged_and_memory_is_their_sum
         }
     }
     assert_eq!(pids.len(), WORKERS as usize, "{pids:?}");
+    // A last wave after a pause longer than the extension's reading interval (1 s), then
+    // another pause for its reports: the extension's last reading is of a still environment.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for o in futures::future::join_all((0..WORKERS).map(|i| em.invoke(json!({ "i": i })))).await {
+        assert_eq!(o.expect("invoke").status, InvokeStatus::Success);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let leaker: u64 = std::fs::read_to_string(marks.join("leaker"))
         .unwrap()
         .parse()
         .unwrap();
+    // The environment's memory read here, independently, at the end: every worker, their
+    // parent (the runtime's bootstrap, which forked them) and the extension, each page once.
+    let pss_mb = |pid: u64| -> f64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+        let line = text.lines().find(|l| l.starts_with("Pss:")).unwrap();
+        let kb: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb / 1024.0
+    };
+    let first = *pids.iter().next().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{first}/stat")).unwrap();
+    let parent: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ext_pid = em
+        .extension_stats()
+        .iter()
+        .find(|e| e.name == common::EXT)
+        .map(|e| u64::from(e.pid))
+        .unwrap();
+    let members: BTreeSet<u64> = pids.iter().copied().chain([parent, ext_pid]).collect();
+    let expected_mb: f64 = members.iter().map(|p| pss_mb(*p)).sum();
     let (shut, ext) = common::shut_down_checked(em).await;
     assert_eq!(ext.events, ["SHUTDOWN"], "the platform allows no INVOKE");
     assert!(ext.post_runtime.is_empty(), "never waited on: {ext:?}");
@@ -107,7 +142,7 @@ async fn of_four_workers_only_the_leaking_one_is_flagged_and_memory_is_their_sum
 
     // No record lost: one profile per invocation, each with the platform's duration.
     let durations = common::metric_values(&emf, "Duration");
-    assert_eq!(durations.len(), WAVES * WORKERS as usize);
+    assert_eq!(durations.len(), (WAVES + 1) * WORKERS as usize);
 
     // The environment's memory: all four ballasts and more, never over the memory size, and
     // the utilization is that sum against the memory size.
@@ -118,6 +153,12 @@ async fn of_four_workers_only_the_leaking_one_is_flagged_and_memory_is_their_sum
     assert!(
         most > (WORKERS as u64 * BALLAST_MB) as f64 && most < f64::from(MEMORY_MB),
         "{env_mb:?}"
+    );
+    // The sum: the largest reading (memory only grows here) is what the test reads at the end.
+    eprintln!("EnvironmentMemory: published {most:.1} MB, read here {expected_mb:.1} MB");
+    assert!(
+        (most - expected_mb).abs() < 0.02 * expected_mb,
+        "published {most:.1} MB, read {expected_mb:.1} MB: {env_mb:?}"
     );
     for (m, u) in env_mb.iter().zip(&utilization) {
         assert!(
