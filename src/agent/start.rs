@@ -102,6 +102,10 @@ pub(super) async fn start(
     .await;
     if telemetry_addr.is_none() {
         join.set_telemetry_active(false);
+        if managed {
+            // There `platform.start` is what makes a record's request id real.
+            tracing::warn!("no telemetry on Lambda Managed Instances: decorator records cannot be joined, nothing per invocation is published");
+        }
     }
     drop(tx);
     let function_name = cfg
