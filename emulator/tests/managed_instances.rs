@@ -158,3 +158,38 @@ async fn the_memory_limit_holds_for_all_workers_together() {
         .await
         .expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_resets_the_environment_once_and_never_touches_the_next_one() {
+    let (_bed, mut config) = bed("lmi-timeout", 512);
+    config.timeout = std::time::Duration::from_secs(1);
+    let emu = Emulator::start(config).await.expect("start");
+    let late = |ms: u64, event: Value| {
+        let emu = &emu;
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            emu.invoke(event).await.expect("invoke")
+        }
+    };
+    // A times out at 1 s and resets the environment (every worker with it); B, started later,
+    // loses its worker in that reset; C starts after it, in a new environment, and must not be
+    // killed by B's deadline (1.5 s) nor reset by B's failure.
+    let (a, b, c) = tokio::join!(
+        late(0, json!({"sleep": 3})),
+        late(500, json!({"sleep": 3})),
+        late(1300, json!({"sleep": 0.8})),
+    );
+    assert_eq!(a.status, InvokeStatus::Timeout, "{a:?}");
+    assert!(a.reset);
+    assert_ne!(b.status, InvokeStatus::Success, "{b:?}");
+    assert_eq!(c.status, InvokeStatus::Success, "{c:?}");
+    assert!(c.cold_start, "a new environment");
+    let after = wave(&emu, WORKERS, json!({})).await;
+    assert!(
+        after.iter().all(|o| o.status == InvokeStatus::Success),
+        "{after:?}"
+    );
+    emu.shutdown(ShutdownReason::Spindown)
+        .await
+        .expect("shutdown");
+}

@@ -77,8 +77,12 @@ pub(crate) async fn invoke(
     let deadline = t0 + c.timeout;
     let deadline_ms = clock::epoch_ms(started_at) + c.timeout.as_millis() as u64;
     let cold_start;
+    // The environment this invocation runs in: on Managed Instances another invocation may
+    // reset it (and a third start a new one) meanwhile.
+    let generation;
     {
         let mut st = shared.lock();
+        generation = st.generation;
         cold_start =
             st.pending_init.is_some() || st.pending_restore.is_some() || init_error.is_some();
         st.emit("platform.start", records::start(&request_id, &tracing));
@@ -116,7 +120,10 @@ pub(crate) async fn invoke(
         Some((t, _)) if t == "Extension.Crash" => RuntimeEnd::ExtensionCrash,
         Some(_) => RuntimeEnd::ExitError,
         None => wait_for(shared, Some(tokio_deadline(deadline)), |st| {
-            let cur = st.in_flight.get(&request_id)?;
+            // Gone: the environment was reset under it (another invocation failed).
+            let Some(cur) = st.in_flight.get(&request_id) else {
+                return Some(RuntimeEnd::ExitError);
+            };
             // Killed at the limit while answering: the answer does not count (the kernel would
             // have killed the process before it was sent).
             if st.runtime.oom_killed {
@@ -139,7 +146,8 @@ pub(crate) async fn invoke(
     let runtime_duration = t0.elapsed();
     let end = over_limit_at_answer(shared, end);
     if matches!(end, RuntimeEnd::Timeout) {
-        if let Some(pid) = shared.lock().runtime.pid {
+        let st = shared.lock();
+        if let Some(pid) = st.runtime.pid.filter(|_| st.generation == generation) {
             process::signal(pid, libc::SIGKILL);
         }
     }
@@ -278,7 +286,8 @@ pub(crate) async fn invoke(
     let reset = init_error.is_some()
         || matches!(status, InvokeStatus::Timeout | InvokeStatus::Failure)
         || error_type.as_deref() == Some("Runtime.OutOfMemory");
-    if reset {
+    // Only its own environment: one a concurrent invocation already replaced is not reset again.
+    if reset && shared.lock().generation == generation {
         let reason = if status == InvokeStatus::Timeout {
             ShutdownReason::Timeout
         } else {
