@@ -131,6 +131,7 @@ fn join_input(n: usize) -> JoinInput {
 fn run_join(input: JoinInput) -> Vec<InvocationProfile> {
     let mut join = Join::new(JoinConfig {
         max_parked: lambda_memory_profiler::invocation::DEFAULT_MAX_PARKED,
+        concurrent: false,
         max_pending: 64,
         pending_timeout: Duration::from_millis(2000),
     });

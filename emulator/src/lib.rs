@@ -56,8 +56,13 @@ pub struct Emulator {
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
     sampler: tokio::task::JoinHandle<()>,
-    /// Invocations run one at a time, like in one Lambda execution environment.
+    /// Invocations run one at a time, like in one Lambda execution environment (on Managed
+    /// Instances: the (re-)init only).
     busy: tokio::sync::Mutex<()>,
+    /// Managed Instances: one permit per worker. Lambda routes an environment no more
+    /// invocations than its concurrency; a caller beyond it waits here, outside the
+    /// invocation's time.
+    slots: Option<tokio::sync::Semaphore>,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -109,6 +114,7 @@ impl Emulator {
                 addr: config.listen,
                 source,
             })?;
+        let config_workers = config.managed_instances;
         let shared = Shared::new(config);
         let server = tokio::spawn(server::serve(listener, shared.clone()));
         let sampler = tokio::spawn(env::sampler(shared.clone()));
@@ -118,6 +124,7 @@ impl Emulator {
             server,
             sampler,
             busy: tokio::sync::Mutex::new(()),
+            slots: config_workers.map(|n| tokio::sync::Semaphore::new(n as usize)),
         };
         env::init(&emulator.shared, &addr.to_string()).await?;
         Ok(emulator)
@@ -134,8 +141,10 @@ impl Emulator {
     /// environment is reset and the next call re-initialises (`cold_start`, `initDurationMs`).
     pub async fn invoke(&self, event: serde_json::Value) -> Result<InvokeOutcome, EmulatorError> {
         let addr = self.addr.to_string();
-        if self.shared.config.is_managed_instances() {
-            // Invocations run concurrently there; only the (re-)init is one at a time.
+        if let Some(slots) = &self.slots {
+            // Invocations run concurrently there, at most one per worker; only the (re-)init
+            // is one at a time.
+            let _slot = slots.acquire().await.map_err(|_| EmulatorError::ShutDown)?;
             let init_error = {
                 let _busy = self.busy.lock().await;
                 env::prepare(&self.shared, &addr).await?

@@ -193,3 +193,21 @@ async fn a_timeout_resets_the_environment_once_and_never_touches_the_next_one() 
         .await
         .expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_beyond_the_workers_wait_for_one_outside_their_invocation_time() {
+    let (_bed, mut config) = bed("lmi-queue", 512);
+    config.timeout = std::time::Duration::from_secs(1);
+    let emu = Emulator::start(config).await.expect("start");
+    // Twice as many callers as workers, each call 0.6 s: the second four wait for a worker
+    // (0.6 s) and still have their whole second once one takes them.
+    let outs = wave(&emu, 2 * WORKERS, json!({"sleep": 0.6})).await;
+    assert!(
+        outs.iter()
+            .all(|o| o.status == InvokeStatus::Success && !o.reset),
+        "{outs:?}"
+    );
+    emu.shutdown(ShutdownReason::Spindown)
+        .await
+        .expect("shutdown");
+}

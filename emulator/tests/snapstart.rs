@@ -107,6 +107,10 @@ async fn a_failing_after_restore_hook_fails_the_invocation_and_the_next_one_rest
     let failed = emu.invoke(json!({})).await.expect("invoke");
     assert_eq!(failed.status, InvokeStatus::Failure, "{failed:?}");
     assert!(failed.reset);
+    // Its report says how long the restore took, not the init (which ran at the snapshot).
+    let m = &failed.report["metrics"];
+    assert!(m["restoreDurationMs"].as_f64().is_some(), "{m}");
+    assert_eq!(m.get("initDurationMs"), None, "{m}");
     let again = emu.invoke(json!({})).await.expect("invoke");
     assert_eq!(again.status, InvokeStatus::Failure, "{again:?}");
     let t = emu.telemetry_emitted();

@@ -102,17 +102,17 @@ impl Agent {
     }
 
     fn note_runtime_pid(&mut self, ev: &SourceEvent) {
+        if self.managed.is_some() {
+            // Each worker says hello: they are all the runtime. A pid counts once its record
+            // joined an invocation (see `publish`): anything can send a hello.
+            return;
+        }
         // A record's pid counts once it joined an invocation (see `publish`): anything can
         // send a datagram with an invented one.
         let pid = match ev {
             SourceEvent::DecoratorHello { pid, .. } => *pid,
             SourceEvent::Decorator { .. } | SourceEvent::Telemetry(_) => None,
         };
-        if let (Some(m), Some(pid)) = (self.managed.as_mut(), pid) {
-            // Each worker process says hello: they are all the runtime.
-            m.note_worker(pid);
-            return;
-        }
         // A child process that re-imports the handler's module (spawn, forkserver) says hello
         // too: it takes over only from a runtime that is gone.
         if pid.is_some() && (self.runtime_pid.is_none() || self.runtime_gone()) {

@@ -20,7 +20,7 @@ const MEMORY_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Managed {
     /// One history per runtime process.
     pub(super) analyses: ProcessAnalyses,
-    /// Runtime processes the decorator named (hello or record), bounded.
+    /// Runtime processes named by records that joined an invocation, bounded.
     workers: BTreeSet<u32>,
     memory_read_at: Option<Instant>,
     memory_mb: Option<u32>,
@@ -36,7 +36,7 @@ impl Managed {
         }
     }
 
-    /// A decorator in process `pid` said hello or sent a record.
+    /// A record of process `pid` joined an invocation.
     pub(super) fn note_worker(&mut self, pid: u32) {
         if self.workers.len() >= MAX_PROCESSES && !self.workers.contains(&pid) {
             self.workers
@@ -58,6 +58,9 @@ impl Managed {
             return Vec::new();
         }
         self.memory_read_at = Some(now);
+        // A worker that exited is forgotten before its pid can be another process's.
+        self.workers
+            .retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
         let workers: Vec<u32> = self.workers.iter().copied().collect();
         let Some(memory) = procfs::runtime_tree_memory(&workers) else {
             return Vec::new();

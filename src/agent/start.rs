@@ -85,6 +85,7 @@ pub(super) async fn start(
         } else {
             DEFAULT_MAX_PARKED
         },
+        concurrent: managed,
     });
     let schema = if managed {
         MANAGED_INSTANCES_TELEMETRY_SCHEMA

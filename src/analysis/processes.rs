@@ -28,6 +28,10 @@ struct Process {
 /// The analyses of every runtime process of one environment.
 pub struct ProcessAnalyses {
     by_pid: BTreeMap<u32, Process>,
+    /// Profiles that name no process (no decorator record: an invocation killed before it
+    /// could send one, an undecorated worker): the platform's figures alone, for the
+    /// out-of-memory rule.
+    unnamed: EnvironmentAnalysis,
     leak: LeakConfig,
     rightsize: RightSizeConfig,
     configured_memory_mb: Option<u32>,
@@ -43,6 +47,11 @@ impl ProcessAnalyses {
     ) -> Self {
         Self {
             by_pid: BTreeMap::new(),
+            unnamed: EnvironmentAnalysis::for_one_process(
+                leak.clone(),
+                rightsize.clone(),
+                configured_memory_mb,
+            ),
             leak,
             rightsize,
             configured_memory_mb,
@@ -51,15 +60,14 @@ impl ProcessAnalyses {
     }
 
     /// Feeds one completed profile to its process's history. A profile without a decorator
-    /// record names no process and yields no finding (the platform's records alone say nothing
-    /// about one process's memory). Log lines carry the process's pid and resident memory; the
-    /// published `LeakSuspected` is 1 while any process's verdict stands.
+    /// record names no process: it only goes through the out-of-memory rule (the platform's
+    /// records alone say nothing about one process's memory). Log lines carry the process's
+    /// pid and memory; the published `LeakSuspected` is 1 while any process's verdict stands.
     pub fn observe(&mut self, p: &InvocationProfile, function_name: &str) -> Findings {
         let Some(pid) = p.decorator.as_deref().and_then(|d| d.pid) else {
-            return Findings {
-                timestamp_ms: p.timestamp_ms,
-                ..Findings::default()
-            };
+            let mut findings = self.unnamed.observe(p, function_name);
+            findings.leak = None;
+            return findings;
         };
         self.seq += 1;
         if !self.by_pid.contains_key(&pid) && self.by_pid.len() >= MAX_PROCESSES {
@@ -223,14 +231,29 @@ mod tests {
     }
 
     #[test]
-    fn a_profile_without_a_record_names_no_process() {
+    fn a_profile_without_a_record_names_no_process_but_can_be_out_of_memory() {
         let mut a = analyses();
         let mut p = profile(1, 5, 0);
         p.decorator = None;
         let f = a.observe(&p, "fn");
         assert!(a.is_empty());
         assert_eq!(f.leak, None);
+        assert_eq!(f.out_of_memory, Some(false));
         assert!(f.log_lines.is_empty());
+        // A worker killed at the limit sends no record; the platform says what happened.
+        let mut killed = profile(2, 5, 0);
+        killed.decorator = None;
+        if let Some(r) = killed.report.as_mut() {
+            r.status = Some("error".into());
+            r.error_type = Some("Runtime.OutOfMemory".into());
+        }
+        let f = a.observe(&killed, "fn");
+        assert_eq!(f.out_of_memory, Some(true));
+        assert!(
+            f.log_lines.iter().any(|l| l.contains("out_of_memory")),
+            "{f:?}"
+        );
+        assert!(a.is_empty());
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct JoinConfig {
     /// Events held until their request id is named ([`DEFAULT_MAX_PARKED`] where one
     /// invocation runs at a time); beyond it the oldest is dropped, counted as untrusted.
     pub max_parked: usize,
+    /// Invocations run concurrently (Lambda Managed Instances): later starts say nothing about
+    /// whether one finished, so an incomplete profile waits `pending_timeout` after its last
+    /// part arrived, and one with no part yet only leaves the table full or at SHUTDOWN.
+    pub concurrent: bool,
 }
 
 /// Events waiting for their INVOKE at most, where one invocation runs at a time; beyond it the
@@ -54,6 +58,8 @@ struct Pending {
     created: Instant,
     /// INVOKE events seen when it was created (for [`LATER_INVOKES`]).
     created_seq: u64,
+    /// When its last part arrived (for `pending_timeout` on a concurrent platform).
+    touched: Instant,
 }
 
 /// An event whose request id no INVOKE event has named yet. The decorator's record can overtake
@@ -233,6 +239,7 @@ impl Join {
                 self.decorator_seen = true;
                 let id = record.request_id.clone();
                 if let Some(i) = self.entry(&id, now, epoch_ms, out) {
+                    self.pending[i].touched = now;
                     let p = &mut self.pending[i].profile;
                     p.decorator = Some(record);
                     p.runtime_proc = proc_mem;
@@ -241,12 +248,14 @@ impl Join {
             SourceEvent::Telemetry(TelemetryEvent::Report(r)) => {
                 let id = r.request_id.clone();
                 if let Some(i) = self.entry(&id, now, epoch_ms, out) {
+                    self.pending[i].touched = now;
                     self.pending[i].profile.report = Some(r);
                 }
             }
             SourceEvent::Telemetry(TelemetryEvent::RuntimeDone(r)) => {
                 let id = r.request_id.clone();
                 if let Some(i) = self.entry(&id, now, epoch_ms, out) {
+                    self.pending[i].touched = now;
                     self.pending[i].profile.runtime_done = Some(r);
                 }
             }
@@ -270,8 +279,13 @@ impl Join {
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];
-            let expired = self.invoke_seq.saturating_sub(p.created_seq) >= LATER_INVOKES
-                && now.saturating_duration_since(p.created) >= self.cfg.pending_timeout;
+            let expired = if self.cfg.concurrent {
+                p.profile.has_data()
+                    && now.saturating_duration_since(p.touched) >= self.cfg.pending_timeout
+            } else {
+                self.invoke_seq.saturating_sub(p.created_seq) >= LATER_INVOKES
+                    && now.saturating_duration_since(p.created) >= self.cfg.pending_timeout
+            };
             if expired {
                 if let Some(p) = self.pending.remove(i) {
                     self.stats.expired += 1;
@@ -374,6 +388,7 @@ impl Join {
             },
             created: now,
             created_seq: self.invoke_seq,
+            touched: now,
         });
         Some(self.pending.len() - 1)
     }
@@ -400,6 +415,7 @@ mod tests {
     fn cfg(max_pending: usize) -> JoinConfig {
         JoinConfig {
             max_parked: DEFAULT_MAX_PARKED,
+            concurrent: false,
             max_pending,
             pending_timeout: Duration::from_millis(100),
         }
@@ -437,6 +453,41 @@ mod tests {
                 hwm: Some(2 << 20),
             }),
         }
+    }
+
+    #[test]
+    fn on_a_concurrent_platform_a_long_invocation_outlives_later_starts() {
+        let t0 = Instant::now();
+        let mut j = Join::new(JoinConfig {
+            concurrent: true,
+            ..cfg(64)
+        });
+        j.on_event(hello(), t0, 0);
+        assert!(j.on_invoke("long", t0, 0).is_empty());
+        // Many invocations start and finish while "long" still runs, for longer than the
+        // pending timeout: it has no part yet, so it stays.
+        let mut done = Vec::new();
+        for i in 0..20u64 {
+            let t = t0 + Duration::from_millis(50 * i);
+            let id = format!("quick{i}");
+            done.extend(j.on_invoke(&id, t, 0));
+            done.extend(j.on_event(record(&id), t, 0));
+            done.extend(j.on_event(report(&id), t, 0));
+        }
+        assert_eq!(done.len(), 20);
+        assert!(done.iter().all(|p| !p.partial));
+        let late = t0 + Duration::from_secs(5);
+        assert!(j.on_invoke("next", late, 0).is_empty(), "nothing expired");
+        let mut out = j.on_event(record("long"), late, 0);
+        out.extend(j.on_event(report("long"), late, 0));
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].partial && out[0].decorator.is_some() && out[0].report.is_some());
+        // One part only: it waits the pending timeout after that part, then goes out partial.
+        j.on_event(record("next"), late, 0);
+        let later = late + Duration::from_millis(150);
+        let out = j.on_invoke("after", later, 0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].partial && out[0].request_id == "next");
     }
 
     #[test]

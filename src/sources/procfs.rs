@@ -89,11 +89,17 @@ pub struct GroupMemory {
 /// included), and this process. `None` when no worker is alive.
 pub fn runtime_tree_memory(workers: &[u32]) -> Option<GroupMemory> {
     let me = std::process::id();
+    // Our own parent started the runtime too (the platform's init): it is not the runtime's
+    // bootstrap, and its children are every extension (a worker that is the bootstrap itself,
+    // in a runtime that does not fork, has that parent).
+    let ours = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_ppid(&s));
     let parents: std::collections::BTreeSet<u32> = workers
         .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
         .filter_map(|s| parse_ppid(&s))
-        .filter(|p| *p > 1 && *p != me)
+        .filter(|p| *p > 1 && *p != me && Some(*p) != ours)
         .collect();
     let mut members: std::collections::BTreeSet<u32> = parents.clone();
     members.extend(workers.iter().copied());

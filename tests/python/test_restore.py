@@ -64,8 +64,10 @@ for pid in children:
 """
 
 
-def traced_by_copy(intake, mode: str) -> tuple[dict[int, set[int]], list[dict]]:
-    env = dict(os.environ, LMP_INTAKE_PORT=str(intake.port), LMP_NATIVE="false")
+def traced_by_copy(
+    intake, mode: str, native: str = "false"
+) -> tuple[dict[int, set[int]], list[dict]]:
+    env = dict(os.environ, LMP_INTAKE_PORT=str(intake.port), LMP_NATIVE=native)
     for var in ("LMP_SAMPLE_RATE", "LMP_TRACE_BUDGET_US", "LMP_DISABLE"):
         env.pop(var, None)
     subprocess.run([sys.executable, "-c", COPIES, mode], check=True, env=env, timeout=120)
@@ -76,6 +78,8 @@ def traced_by_copy(intake, mode: str) -> tuple[dict[int, set[int]], list[dict]]:
         if rec["request_id"] == "init":
             continue
         copy, i = (int(x) for x in rec["request_id"].split("-"))
+        if native == "true":
+            assert rec.get("heap") is not None, "the native sampler ran in the copy"
         pids.add((copy, rec["pid"]))
         if rec.get("trace"):
             assert rec["trace"]["reason"] == "rate", rec["trace"]
@@ -90,8 +94,10 @@ def test_without_the_after_restore_hook_copies_would_sample_the_same_invocations
     assert traced[0] == traced[1]
 
 
-def test_after_the_runtimes_restore_hook_copies_sample_different_invocations(intake):
-    traced, hellos = traced_by_copy(intake, "restore")
+@pytest.mark.parametrize("native", ["false", "true"])
+def test_after_the_runtimes_restore_hook_copies_sample_different_invocations(intake, native):
+    # With the native sampler too: its generator is re-seeded in the same hook.
+    traced, hellos = traced_by_copy(intake, "restore", native)
     assert traced[0] and traced[1]
     assert traced[0] != traced[1]
     # Each copy said hello again with its own pid before its first record.

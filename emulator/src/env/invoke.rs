@@ -24,8 +24,9 @@ enum RuntimeEnd {
     Timeout,
 }
 
-/// An init that failed: its error type and how long it took.
-pub(crate) type InitFailure = Option<(String, std::time::Duration)>;
+/// An init (or SnapStart restore) that failed: its error type, and how long the init took
+/// (`None` for a restore, whose duration the report carries as `restoreDurationMs`).
+pub(crate) type InitFailure = Option<(String, Option<std::time::Duration>)>;
 
 /// Makes the environment ready for an invocation: resets a broken one and initialises an
 /// empty one. Returns the init's failure, which the invocation then reports.
@@ -44,13 +45,12 @@ pub(crate) async fn prepare(shared: &SharedRef, addr: &str) -> Result<InitFailur
             shutdown_env(shared, ShutdownReason::Failure).await;
         }
         let info = init(shared, addr).await?;
-        init_error = info.error_type.map(|t| (t, info.duration));
+        init_error = info.error_type.map(|t| (t, Some(info.duration)));
     }
     let snapshotted = shared.lock().snapshotted;
     if init_error.is_none() && snapshotted {
-        let t0 = std::time::Instant::now();
         if let Some(t) = super::restore::restore(shared).await {
-            init_error = Some((t, t0.elapsed()));
+            init_error = Some((t, None));
         }
     }
     Ok(init_error)
@@ -243,7 +243,7 @@ pub(crate) async fn invoke(
         st.runtime_pending.retain(|p| p.request_id != request_id);
         max_mb = st.hwm_bytes.div_ceil(MIB).min(u64::from(c.memory_mb));
         let init_ms = match &init_error {
-            Some((_, d)) => Some(*d),
+            Some((_, d)) => *d,
             None => st.pending_init.take(),
         };
         let mut r = if c.is_managed_instances() {

@@ -57,9 +57,8 @@ pub(crate) async fn restore(shared: &SharedRef) -> Option<String> {
     let mut st = shared.lock();
     st.emit("platform.restoreRuntimeDone", done);
     st.emit("platform.restoreReport", report);
-    if failed.is_none() {
-        st.pending_restore = Some(duration);
-    }
+    // The next report carries it, failed or not (a failed restore's invocation fails).
+    st.pending_restore = Some(duration);
     drop(st);
     shared.bump();
     failed

@@ -21,6 +21,20 @@ pub(crate) async fn shutdown_env(
     let budget = shared.config.shutdown_timeout;
     let deadline = t0 + budget;
     let deadline_ms = clock::epoch_ms(SystemTime::now()) + budget.as_millis() as u64;
+    let under_way = {
+        let st = shared.lock();
+        (st.phase == Phase::ShuttingDown).then_some(st.generation)
+    };
+    if let Some(generation) = under_way {
+        // Another reset of this environment is running (Managed Instances: several failed
+        // invocations at once): wait for it rather than run the protocol twice, which would
+        // take the next environment's extensions for this one's.
+        wait_for(shared, None, |st| {
+            (st.phase == Phase::Empty || st.generation != generation).then_some(())
+        })
+        .await;
+        return (Vec::new(), None, Duration::ZERO);
+    }
     let flushes: Vec<_> = {
         let mut st = shared.lock();
         if st.phase == Phase::Empty {

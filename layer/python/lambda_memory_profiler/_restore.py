@@ -46,10 +46,17 @@ def resumed() -> None:
     """Fresh sampling sequences and a new hand-off check; never raises (it runs inside the
     runtime's restore hook, where an exception fails the restore)."""
     global restores
-    try:
-        restores += 1
-        seen_heaps: set[int] = set()
-        for prof in list(_profilers):
+    restores += 1
+    profilers: list[Any] = []
+    for _ in range(3):  # the set may change size under another thread: take it again
+        try:
+            profilers = list(_profilers)
+            break
+        except RuntimeError:
+            continue
+    seen_heaps: set[int] = set()
+    for prof in profilers:
+        try:  # one profiler's failure leaves the others re-seeded
             prof.sampler.rng.seed(os.urandom(16))
             heap = prof.heap
             if heap is not None and id(heap) not in seen_heaps:
@@ -57,7 +64,9 @@ def resumed() -> None:
                 heap.reseed()
             sender = prof.sender
             if sender is not None:
+                if sender.sock is None:
+                    sender._open()  # the socket that could not be made at init
                 sender.absent = sender.sock is None
                 sender.hello_sent = False
-    except Exception:
-        pass
+        except Exception:
+            pass
