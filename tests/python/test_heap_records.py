@@ -190,32 +190,51 @@ def test_native_off_and_failure_fall_back_without_touching_the_handler():
     assert all(r["error_type"] is None for r in failed)
 
 
+# The decorated process alone: its records are drained and dropped (the shared HARNESS parses
+# and prints every record, and that work's own memory would be measured with it).
+FOOTPRINT = """
+import os, socket, sys
+sys.path.insert(0, {root!r})
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+sock.setblocking(False)
+os.environ["LMP_INTAKE_PORT"] = str(sock.getsockname()[1])
+from lambda_memory_profiler import memory_profile, _native
+
+class Context:
+    aws_request_id = "req"
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+@memory_profile
+def handler(event, context):
+    return [event["i"]] * 10
+
+for i in range(100_000):
+    handler({{"i": i}}, Context())
+    while True:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            break
+    if i in (20_000, 99_999):
+        foot = _native.stats()[10] if os.environ["LMP_NATIVE"] == "true" else 0
+        print("RSS", i, rss(), foot, flush=True)
+"""
+
+
 def test_rss_flat_over_100k_invocations_with_the_sampler():
     """The sampler's own memory stays bounded: over invocations 20,000 to 100,000 its tables do
-    not grow, and the process's resident memory grows no more than 512 KiB beyond what the same
-    run without the sampler grows (the control: the harness and interpreter drift a little on
-    their own). ``tracemalloc`` is off: each of its sessions leaves ~1 KiB of native memory
-    behind in CPython itself, ~11 B per invocation at the default 1% rate."""
+    not grow, and the process's resident memory grows no more than 64 KiB beyond what the same
+    run without the sampler grows (the control). ``tracemalloc`` is off: each of its sessions
+    leaves ~1 KiB of native memory behind in CPython itself, ~11 B per invocation at the
+    default 1% rate."""
     if not HAVE_NATIVE and os.environ.get("LMP_REQUIRE_NATIVE") != "1":
         pytest.skip("the native module is not built for this interpreter")
-    code = HARNESS.format(
-        root=PACKAGE_ROOT,
-        body=textwrap.dedent(
-            """
-            def rss():
-                with open("/proc/self/statm") as f:
-                    return int(f.read().split()[1]) * 4096
-            @memory_profile
-            def handler(event, context):
-                i = event["i"]
-                if i in (20_000, 99_999):
-                    foot = _native.stats()[10] if os.environ["LMP_NATIVE"] == "true" else 0
-                    print("RSS", i, rss(), foot, flush=True)
-                return [i] * 10
-            """
-        ),
-        count=100_000,
-    )
+    code = FOOTPRINT.format(root=PACKAGE_ROOT)
 
     def growth(native: str) -> tuple[int, int, int]:
         proc = subprocess.run(
@@ -236,6 +255,6 @@ def test_rss_flat_over_100k_invocations_with_the_sampler():
     sampled, foot_20k, foot_100k = growth("true")
     control, _, _ = growth("false")
     assert foot_100k == foot_20k > 0, (foot_20k, foot_100k)
-    # Measured: 0 to 284 KiB more than the control over these 80,000 invocations (3.12 the
-    # most, ~3.6 B per invocation; flat on 3.11, 3.13): bounded here at 6.5 B per invocation.
-    assert sampled - control < 512 * 1024, (sampled, control)
+    # Measured: 0 to 8 KiB on 3.9-3.13, two runs each (the control 0); through a harness that
+    # parses and prints every record instead, 60 to 328 KiB: the harness's own.
+    assert sampled - control < 64 * 1024, (sampled, control)
