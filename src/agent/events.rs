@@ -123,7 +123,7 @@ impl Agent {
     /// The decorator's process no longer exists (killed, crashed): its record will not come.
     pub(super) fn runtime_gone(&self) -> bool {
         self.runtime_pid
-            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .is_some_and(|pid| !crate::sources::procfs::alive(pid))
     }
 
     pub(super) async fn publish(&mut self, profiles: Vec<InvocationProfile>) {

@@ -36,16 +36,12 @@ impl Managed {
         }
     }
 
-    /// A record of process `pid` joined an invocation.
+    /// A record of process `pid` joined an invocation. Beyond the bound it is not kept: the
+    /// exited workers are dropped at each reading.
     pub(super) fn note_worker(&mut self, pid: u32) {
-        if self.workers.len() >= MAX_PROCESSES && !self.workers.contains(&pid) {
-            self.workers
-                .retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-            if self.workers.len() >= MAX_PROCESSES {
-                return;
-            }
+        if self.workers.len() < MAX_PROCESSES || self.workers.contains(&pid) {
+            self.workers.insert(pid);
         }
-        self.workers.insert(pid);
     }
 
     /// The environment's memory (`EnvironmentMemory`, `MemorySize`, `MemoryUtilization`),
@@ -59,8 +55,7 @@ impl Managed {
         }
         self.memory_read_at = Some(now);
         // A worker that exited is forgotten before its pid can be another process's.
-        self.workers
-            .retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        self.workers.retain(|p| procfs::alive(*p));
         let workers: Vec<u32> = self.workers.iter().copied().collect();
         let Some(memory) = procfs::runtime_tree_memory(&workers) else {
             return Vec::new();

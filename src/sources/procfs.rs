@@ -80,8 +80,25 @@ pub struct GroupMemory {
     pub bytes: u64,
     /// Processes counted.
     pub processes: usize,
-    /// Processes that were counted by their RSS.
-    pub by_rss: usize,
+}
+
+/// Whether process `pid` still exists.
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The parent of every process `/proc` shows, read once.
+fn parents_by_pid() -> std::collections::BTreeMap<u32, u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            Some((pid, parse_ppid(&stat)?))
+        })
+        .collect()
 }
 
 /// The memory of the runtime's process tree: the parents of `workers` (the runtime's
@@ -89,53 +106,35 @@ pub struct GroupMemory {
 /// included), and this process. `None` when no worker is alive.
 pub fn runtime_tree_memory(workers: &[u32]) -> Option<GroupMemory> {
     let me = std::process::id();
+    let parent_of = parents_by_pid();
     // Our own parent started the runtime too (the platform's init): it is not the runtime's
     // bootstrap, and its children are every extension (a worker that is the bootstrap itself,
     // in a runtime that does not fork, has that parent).
-    let ours = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| parse_ppid(&s));
+    let ours = parent_of.get(&me).copied();
     let parents: std::collections::BTreeSet<u32> = workers
         .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|s| parse_ppid(&s))
+        .filter_map(|w| parent_of.get(w).copied())
         .filter(|p| *p > 1 && *p != me && Some(*p) != ours)
         .collect();
     let mut members: std::collections::BTreeSet<u32> = parents.clone();
-    members.extend(workers.iter().copied());
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for pid in dir
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        {
-            let child = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| parse_ppid(&s))
-                .is_some_and(|pp| parents.contains(&pp));
-            if child {
-                members.insert(pid);
-            }
-        }
-    }
+    members.extend(workers.iter().filter(|w| parent_of.contains_key(w)));
+    members.extend(
+        parent_of
+            .iter()
+            .filter(|(_, pp)| parents.contains(pp))
+            .map(|(pid, _)| *pid),
+    );
     members.insert(me);
     let mut total = GroupMemory {
         bytes: 0,
         processes: 0,
-        by_rss: 0,
     };
     for pid in &members {
         let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
             .ok()
             .and_then(|t| parse_pss(&t));
-        let bytes = match pss {
-            Some(b) => b,
-            None => match read_pid(*pid).and_then(|m| m.rss) {
-                Some(b) => {
-                    total.by_rss += 1;
-                    b
-                }
-                None => continue,
-            },
+        let Some(bytes) = pss.or_else(|| read_pid(*pid).and_then(|m| m.rss)) else {
+            continue;
         };
         total.bytes += bytes;
         total.processes += 1;
