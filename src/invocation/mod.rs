@@ -58,7 +58,7 @@ struct Pending {
     created: Instant,
     /// INVOKE events seen when it was created (for [`LATER_INVOKES`]).
     created_seq: u64,
-    /// When its last part arrived (for `pending_timeout` on a concurrent platform).
+    /// When an event about it last arrived (for `pending_timeout` on a concurrent platform).
     touched: Instant,
 }
 
@@ -239,7 +239,6 @@ impl Join {
                 self.decorator_seen = true;
                 let id = record.request_id.clone();
                 if let Some(i) = self.entry(&id, now, epoch_ms, out) {
-                    self.pending[i].touched = now;
                     let p = &mut self.pending[i].profile;
                     p.decorator = Some(record);
                     p.runtime_proc = proc_mem;
@@ -248,14 +247,12 @@ impl Join {
             SourceEvent::Telemetry(TelemetryEvent::Report(r)) => {
                 let id = r.request_id.clone();
                 if let Some(i) = self.entry(&id, now, epoch_ms, out) {
-                    self.pending[i].touched = now;
                     self.pending[i].profile.report = Some(r);
                 }
             }
             SourceEvent::Telemetry(TelemetryEvent::RuntimeDone(r)) => {
                 let id = r.request_id.clone();
                 if let Some(i) = self.entry(&id, now, epoch_ms, out) {
-                    self.pending[i].touched = now;
                     self.pending[i].profile.runtime_done = Some(r);
                 }
             }
@@ -372,6 +369,7 @@ impl Join {
             .iter()
             .position(|p| p.profile.request_id == request_id)
         {
+            self.pending[i].touched = now;
             return Some(i);
         }
         if self.pending.len() >= self.cfg.max_pending {
