@@ -55,6 +55,17 @@ impl ExtState {
     }
 }
 
+impl RuntimeState {
+    /// Why the runtime is gone, as an init or restore error type: killed at the memory
+    /// limit, or exited.
+    pub(crate) fn gone(&self) -> Option<String> {
+        if self.oom_killed {
+            return Some("Runtime.OutOfMemory".to_string());
+        }
+        self.exit.as_ref().map(|_| "Runtime.ExitError".to_string())
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct RuntimeState {
     pub pid: Option<u32>,

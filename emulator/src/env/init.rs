@@ -212,11 +212,8 @@ async fn init_wait(
         if let Some(e) = &st.runtime.init_error {
             return Some(Some(e.clone()));
         }
-        if st.runtime.oom_killed {
-            return Some(Some("Runtime.OutOfMemory".to_string()));
-        }
-        if st.runtime.exit.is_some() {
-            return Some(Some("Runtime.ExitError".to_string()));
+        if let Some(e) = st.runtime.gone() {
+            return Some(Some(e));
         }
         if let Some(e) = ext_error(st) {
             return Some(Some(e));

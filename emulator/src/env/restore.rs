@@ -32,11 +32,8 @@ pub(crate) async fn restore(shared: &SharedRef) -> Option<String> {
         if let Some(e) = &st.runtime.restore_error {
             return Some(Some(e.clone()));
         }
-        if st.runtime.oom_killed {
-            return Some(Some("Runtime.OutOfMemory".to_string()));
-        }
-        if st.runtime.exit.is_some() {
-            return Some(Some("Runtime.ExitError".to_string()));
+        if let Some(e) = st.runtime.gone() {
+            return Some(Some(e));
         }
         st.runtime.ready.then_some(None)
     })
