@@ -47,6 +47,18 @@ def handler(event, context):
     return {"pid": os.getpid(), "leaks": LEAKS}
 "#;
 
+/// `n` invocations of `event` at once, each successful.
+async fn wave(em: &Emulator, n: u32, event: Value) -> Vec<lambda_emulator::InvokeOutcome> {
+    let outs = futures::future::join_all((0..n).map(|_| em.invoke(event.clone()))).await;
+    outs.into_iter()
+        .map(|o| {
+            let o = o.expect("invoke");
+            assert_eq!(o.status, InvokeStatus::Success, "{o:?}");
+            o
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_four_workers_only_the_leaking_one_is_flagged_and_memory_is_their_sum() {
     let python = common::python();
@@ -69,10 +81,7 @@ async fn of_four_workers_only_the_leaking_one_is_flagged_and_memory_is_their_sum
     let em = Emulator::start(cfg).await.expect("emulator starts");
     let mut pids = BTreeSet::new();
     for _ in 0..WAVES {
-        let wave = futures::future::join_all((0..WORKERS).map(|i| em.invoke(json!({ "i": i }))));
-        for o in wave.await {
-            let o = o.expect("invoke");
-            assert_eq!(o.status, InvokeStatus::Success, "{o:?}");
+        for o in wave(&em, WORKERS, json!({})).await {
             pids.insert(o.response.as_ref().unwrap()["pid"].as_u64().unwrap());
         }
     }
@@ -81,9 +90,7 @@ async fn of_four_workers_only_the_leaking_one_is_flagged_and_memory_is_their_sum
     // its last publication, which may come late on a loaded machine), then
     // another pause for its reports: the extension's last reading is of a still environment.
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    for o in futures::future::join_all((0..WORKERS).map(|i| em.invoke(json!({ "i": i })))).await {
-        assert_eq!(o.expect("invoke").status, InvokeStatus::Success);
-    }
+    wave(&em, WORKERS, json!({})).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let leaker: u64 = std::fs::read_to_string(marks.join("leaker"))
         .unwrap()
@@ -207,10 +214,7 @@ async fn an_invocation_longer_than_the_join_wait_is_published_whole() {
     // invocations: later starts must not expire it.
     let quick = async {
         for _ in 0..30 {
-            let wave = (0..WORKERS - 1).map(|_| em.invoke(json!({ "sleep": 0.01 })));
-            for o in futures::future::join_all(wave).await {
-                assert_eq!(o.expect("invoke").status, InvokeStatus::Success);
-            }
+            wave(&em, WORKERS - 1, json!({ "sleep": 0.01 })).await;
         }
     };
     let (long, ()) = tokio::join!(em.invoke(json!({ "sleep": 3.5 })), quick);
