@@ -44,12 +44,10 @@ lint: venv
 # tests/analysis_truth.rs runs twice: on the decorator's pure-Python path (the default,
 # LMP_NATIVE=false: the leak rules' ground truths), then its leak cases with the native sampler
 # on (LMP_NATIVE=true, forwarded to the function by the test), with tests/leak_detection.rs
-# (the examples' leaky twins flagged, fixed twins not). analysis_truth's bounded-cache
-# cases are not in the second run: the sampler adds resident-memory noise that the default
-# (resident) leak signal feels, once in ~9 runs of the TTL cache (docs/native.md, Limits).
+# (the examples' leaky twins flagged, fixed twins not), bounded caches included.
 rust-test: venv localstack native
 	LMP_NATIVE=false LMP_TEST_PYTHON=$(abspath $(VPY)) LMP_LOCALSTACK=$(abspath scripts/localstack.sh) cargo test --workspace
-	LMP_NATIVE=true LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-memory-profiler --test analysis_truth --test leak_detection -- --skip not_a_leak
+	LMP_NATIVE=true LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-memory-profiler --test analysis_truth --test leak_detection
 
 # Lambda Managed Instances (Python 3.13+) and SnapStart (3.12+) are newer runtimes than the
 # project venv's 3.11: their end-to-end tests (emulator and extension) run again on CPython 3.13

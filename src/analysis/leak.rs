@@ -24,7 +24,9 @@
 //!
 //! A raised verdict stands while the window's trend is still significant and steep enough, and
 //! is withdrawn once it is not: a cache that was still filling when it was judged is flat for
-//! most of a window soon after it is full.
+//! most of a window soon after it is full. It is withdrawn too when its growth turns into
+//! fragmentation within that patience: a cache of variable-size values, once full, can keep
+//! resident memory rising significantly for a while after it.
 //!
 //! When the records carry the native sampler's figures, the series is its estimate of the Python
 //! heap's live bytes instead ([`Signal::PythonHeap`]): net, and not moved by fragmentation, so the
@@ -263,6 +265,9 @@ pub struct LeakDetector {
     standing: bool,
     /// Consecutive observations whose growth was taken for fragmentation.
     fragmenting: usize,
+    /// The last observation's growth was taken for fragmentation (within the patience): it
+    /// raises no verdict and keeps none.
+    held_back: bool,
     /// The rule's assessment of the current window, computed once per observation (Theil–Sen
     /// is quadratic in the window, and the report is read after every invocation).
     last: SeriesAssessment,
@@ -290,6 +295,7 @@ impl LeakDetector {
             streak: 0,
             standing: false,
             fragmenting: 0,
+            held_back: false,
             last: NO_DATA,
             noise_p: 0.0,
         }
@@ -347,6 +353,7 @@ impl LeakDetector {
             // Hysteresis: withdrawn when the window as a whole no longer rises, not when one
             // third of a noisy leak happens to look flat.
             let holds = self.last.verdict != Verdict::NotEnoughData
+                && !self.held_back
                 && self.last.slope >= self.config.min_growth_bytes
                 && self.last.p_value <= self.config.max_p_value
                 && self.noise_p <= self.config.max_p_value;
@@ -369,13 +376,20 @@ impl LeakDetector {
         Transition::Unchanged
     }
 
-    /// Growth that looks like fragmentation is not called a leak, for `fragmentation_windows`.
+    /// Growth that looks like fragmentation is not called a leak, for `fragmentation_windows`;
+    /// nor is a standing verdict kept on it. A verdict raised while a cache filled (Python
+    /// objects kept, rightly a leak until the cache is full) would otherwise be kept by the
+    /// fragmentation that follows — resident memory still rising in steps, the objects flat —
+    /// for as long as that growth stays significant.
     fn hold_back_fragmentation(&mut self, levels: &[(f64, f64)]) {
-        if self.last.verdict == Verdict::Leak && self.fragmentation(levels) {
+        self.held_back = false;
+        let growing = self.last.verdict == Verdict::Leak || self.standing;
+        if growing && self.fragmentation(levels) {
             self.fragmenting += 1;
             let patience = self.config.fragmentation_windows * self.config.window;
             if self.fragmenting <= patience {
                 self.last.verdict = Verdict::NoLeak;
+                self.held_back = true;
             }
         } else {
             self.fragmenting = 0;
@@ -802,6 +816,57 @@ mod tests {
         // without the estimate.
         let rising = |i: u32| Some((1, 8e6 + 16_384.0 * f64::from(i.min(80) / 3)));
         assert_eq!(run(&rising), run(&|_| None));
+    }
+
+    #[test]
+    fn a_verdict_raised_while_a_cache_filled_is_not_kept_by_the_fragmentation_after_it() {
+        // A cache of ~16 KiB values fills for 80 invocations (every one keeps a value: a leak
+        // until it is full), then turns over: the objects flat, resident memory still rising
+        // ~2 KiB per invocation in 4 KiB-page steps at a third of the invocations for a while
+        // (malloc extending its heap), as in tests/analysis_truth.rs' variable-size cache.
+        let heap_noise = noise(9, 300, 30_000.0);
+        let run = |python_objects_kept_after: bool, estimate: bool| {
+            let mut d = LeakDetector::new(cfg());
+            let mut raised = None;
+            let mut standing_after_a_window = 0;
+            for i in 0..300u32 {
+                let filled = f64::from(i.min(80));
+                let after = f64::from(i.saturating_sub(80));
+                let fragmentation = 8_192.0 * f64::from(i.saturating_sub(80).min(150) / 4);
+                let kept = if python_objects_kept_after {
+                    after
+                } else {
+                    0.0
+                };
+                d.observe(LeakObservation {
+                    bytes: Some(60e6 + 16_384.0 * filled + fragmentation + 2_048.0 * kept),
+                    heap_blocks: Some(50_000.0 + 3.0 * filled + 30.0 * kept),
+                    python_heap: estimate.then(|| {
+                        let live = 16_384.0 * filled + 2_048.0 * kept;
+                        (1, 8e6 + live + heap_noise[i as usize])
+                    }),
+                });
+                let leak = d.assess().verdict == Verdict::Leak;
+                if leak && raised.is_none() {
+                    raised = Some(i);
+                }
+                if leak && i >= 80 + 40 {
+                    standing_after_a_window += 1;
+                }
+            }
+            (raised, standing_after_a_window)
+        };
+        for estimate in [true, false] {
+            let (raised, standing) = run(false, estimate);
+            assert!(raised.is_some_and(|i| i < 80), "filling: {raised:?}");
+            assert_eq!(
+                standing, 0,
+                "estimate {estimate}: kept after the cache was full"
+            );
+            // Python objects still kept after it: the verdict stands throughout.
+            let (_, standing) = run(true, estimate);
+            assert_eq!(standing, 180, "estimate {estimate}: a leak withdrawn");
+        }
     }
 
     #[test]
