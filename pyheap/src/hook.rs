@@ -27,19 +27,54 @@ pub(crate) const DOMAINS: [PyMemAllocatorDomain; 2] = [
     PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
 ];
 
+/// A domain's allocator as it was before the hook, every function present (checked by
+/// `install`): the hooks call them without a check for a missing one.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Chained {
+    ctx: *mut c_void,
+    malloc: MallocFn,
+    calloc: CallocFn,
+    realloc: ReallocFn,
+    free: FreeFn,
+}
+
+impl Chained {
+    /// `None` when the allocator lacks a function (no valid allocator does).
+    fn of(a: &PyMemAllocatorEx) -> Option<Self> {
+        Some(Self {
+            ctx: a.ctx,
+            malloc: a.malloc?,
+            calloc: a.calloc?,
+            realloc: a.realloc?,
+            free: a.free?,
+        })
+    }
+
+    /// The allocator to put back.
+    fn allocator(&self) -> PyMemAllocatorEx {
+        PyMemAllocatorEx {
+            ctx: self.ctx,
+            malloc: Some(self.malloc),
+            calloc: Some(self.calloc),
+            realloc: Some(self.realloc),
+            free: Some(self.free),
+        }
+    }
+}
+
 /// The previous allocator of each domain, as passed to our functions in `ctx`. Each install
 /// makes a new one (never freed: a caller holding an older chain keeps a valid one).
-static PREVIOUS: [AtomicPtr<PyMemAllocatorEx>; 2] =
-    [AtomicPtr::new(null_mut()), AtomicPtr::new(null_mut())];
+static PREVIOUS: [AtomicPtr<Chained>; 2] = [AtomicPtr::new(null_mut()), AtomicPtr::new(null_mut())];
 /// Set by `probe` to learn whether allocations still reach the hook.
 pub(crate) static PROBING: AtomicBool = AtomicBool::new(false);
 /// Set by the slow path while `PROBING`.
 pub(crate) static PROBE_SEEN: AtomicBool = AtomicBool::new(false);
 
 #[inline(always)]
-fn previous(ctx: *mut c_void) -> &'static PyMemAllocatorEx {
+fn previous(ctx: *mut c_void) -> &'static Chained {
     // SAFETY: `ctx` is always one of the leaked `PREVIOUS` boxes (set in `install`).
-    unsafe { &*(ctx as *const PyMemAllocatorEx) }
+    unsafe { &*(ctx as *const Chained) }
 }
 
 /// Counts the block of a moving or resizing realloc (already allocated): a sample point
@@ -53,7 +88,9 @@ fn account(ptr: *mut c_void, size: usize) {
 
 #[inline(always)]
 fn forget_if_sampled(ptr: *mut c_void) {
-    if !ptr.is_null() && FILTER.may_hold(ptr as usize) {
+    // No null check here: a null pointer's filter bit is that of a cell no sample is in more
+    // often than any other, and `forget` checks.
+    if FILTER.may_hold(ptr as usize) {
         forget(ptr as usize);
     }
 }
@@ -61,7 +98,7 @@ fn forget_if_sampled(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 fn forget(ptr: usize) {
-    if MODE.load(Ordering::Relaxed) == MODE_ACTIVE {
+    if ptr != 0 && MODE.load(Ordering::Relaxed) == MODE_ACTIVE {
         state::with(|p| p.remove(ptr));
     }
 }
@@ -136,47 +173,58 @@ fn sampled(ptr: *mut c_void, size: usize) -> *mut c_void {
 
 type MallocFn = extern "C" fn(*mut c_void, usize) -> *mut c_void;
 type CallocFn = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
+type ReallocFn = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
+type FreeFn = extern "C" fn(*mut c_void, *mut c_void);
+
+// The slow paths take the hook's own arguments, in the same registers, so that the hooks end
+// in a plain jump to them as well as to the previous allocator. They are `extern "C"`: a call
+// to them cannot unwind, so the hooks need no unwinding guard (`sample_point` catches every
+// panic).
 
 #[cold]
 #[inline(never)]
-fn malloc_sampled(ctx: *mut c_void, size: usize, f: MallocFn) -> *mut c_void {
-    sampled(f(ctx, size), size)
+extern "C" fn malloc_sampled(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(ctx);
+    sampled((prev.malloc)(prev.ctx, size), size)
 }
 
 #[cold]
 #[inline(never)]
-fn calloc_sampled(ctx: *mut c_void, nelem: usize, elsize: usize, f: CallocFn) -> *mut c_void {
-    sampled(f(ctx, nelem, elsize), nelem.saturating_mul(elsize))
+extern "C" fn calloc_sampled(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    let prev = previous(ctx);
+    sampled(
+        (prev.calloc)(prev.ctx, nelem, elsize),
+        nelem.saturating_mul(elsize),
+    )
+}
+
+#[cold]
+#[inline(never)]
+extern "C" fn free_sampled(ctx: *mut c_void, ptr: *mut c_void) {
+    forget(ptr as usize);
+    let prev = previous(ctx);
+    (prev.free)(prev.ctx, ptr);
 }
 
 extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    let prev = previous(ctx);
-    let Some(f) = prev.malloc else {
-        return null_mut();
-    };
-    if !counts_down(size) {
-        return f(prev.ctx, size);
+    if counts_down(size) {
+        return malloc_sampled(ctx, size);
     }
-    malloc_sampled(prev.ctx, size, f)
+    let prev = previous(ctx);
+    (prev.malloc)(prev.ctx, size)
 }
 
 extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    let prev = previous(ctx);
-    let Some(f) = prev.calloc else {
-        return null_mut();
-    };
-    if !counts_down(nelem.saturating_mul(elsize)) {
-        return f(prev.ctx, nelem, elsize);
+    if counts_down(nelem.saturating_mul(elsize)) {
+        return calloc_sampled(ctx, nelem, elsize);
     }
-    calloc_sampled(prev.ctx, nelem, elsize, f)
+    let prev = previous(ctx);
+    (prev.calloc)(prev.ctx, nelem, elsize)
 }
 
 extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
     let prev = previous(ctx);
-    let moved = match prev.realloc {
-        Some(f) => f(prev.ctx, ptr, size),
-        None => null_mut(),
-    };
+    let moved = (prev.realloc)(prev.ctx, ptr, size);
     if !moved.is_null() {
         // The old block is gone (or resized in place): its sample, if any, no longer holds.
         forget_if_sampled(ptr);
@@ -186,11 +234,11 @@ extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *
 }
 
 extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
-    forget_if_sampled(ptr);
-    let prev = previous(ctx);
-    if let Some(f) = prev.free {
-        f(prev.ctx, ptr);
+    if FILTER.may_hold(ptr as usize) {
+        return free_sampled(ctx, ptr);
     }
+    let prev = previous(ctx);
+    (prev.free)(prev.ctx, ptr)
 }
 
 fn ours(current: &PyMemAllocatorEx, slot: usize) -> bool {
@@ -224,7 +272,9 @@ pub(crate) fn install(slot: usize) -> bool {
     let Some(&domain) = DOMAINS.get(slot) else {
         return false;
     };
-    let prev = current(domain);
+    let Some(prev) = Chained::of(&current(domain)) else {
+        return false; // an allocator without one of its functions: not chained to
+    };
     let Ok(boxed) = catch_unwind(|| Box::new(prev)) else {
         return false;
     };
@@ -260,7 +310,9 @@ pub(crate) fn uninstall(slot: usize) -> bool {
         return false;
     }
     // SAFETY: `prev` is the leaked box saved by `install`; GIL held.
-    unsafe { ffi::PyMem_SetAllocator(domain, prev) };
+    let mut allocator = unsafe { (*prev).allocator() };
+    // SAFETY: GIL held; `allocator` is the one the hook replaced.
+    unsafe { ffi::PyMem_SetAllocator(domain, &mut allocator) };
     true
 }
 
