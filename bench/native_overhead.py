@@ -61,8 +61,8 @@ WORKLOADS = {
 CONFIGS = {
     "no profiler": ("none", 0),
     "no profiler, again (A/A)": ("none", 0),
-    "native sampler, 16 KiB": ("native", 16384),
-    "native sampler, 64 KiB (default)": ("native", 65536),
+    "native sampler, 16 KiB (default)": ("native", 16384),
+    "native sampler, 64 KiB": ("native", 65536),
     "native sampler, 256 KiB": ("native", 262144),
     "tracemalloc on, 1 frame": ("tracemalloc", 1),
     "tracemalloc on, 16 frames": ("tracemalloc", 16),
@@ -328,7 +328,7 @@ def callgrind(workload: int) -> int:
     configs = {
         "no profiler": ("none", 0),
         "native hook, fast path only (1 GiB gap)": ("native", 1 << 30),
-        "native sampler, 64 KiB": ("native", 65536),
+        "native sampler, 16 KiB (default)": ("native", 16384),
         "@memory_profile(trace=False, native=False)": ("untraced", 0),
         "@memory_profile(trace=False), native sampler": ("untraced", 1),
     }

@@ -52,6 +52,8 @@ _HEAP = (
     '{"live_bytes":%d,"peak_bytes":%d,"allocated_bytes":%d,"sample_bytes":%d,"samples":%d,'
     '"dropped":%d,"epoch":%d,"sites":[%s],"sites_truncated":%d}'
 )
+_SITE = '{"file":%s,"line":%d,"function":%s,%s"delta_bytes":%d,"live_bytes":%d}'
+_VIA = '"via":%s,'
 # Strings that are the same at every invocation, encoded once.
 _SCOPES = {"invocation": '"invocation"', "process": '"process"'}
 # (pid, runtime, their '"pid":..,"runtime":..,' part), replaced whole when either changes.
@@ -130,16 +132,21 @@ def encode_heap(heap: dict[str, Any]) -> str:
         heap["samples"],
         heap["dropped"],
         heap["epoch"],
-        ",".join(
-            f'{{"file":{_json_str(s["file"])},"line":{s["line"]},'
-            f'"function":{_json_str(s["function"])},'
-            + (f'"via":{_json_str(s["via"])},' if "via" in s else "")
-            + f'"delta_bytes":{s["delta_bytes"]},"live_bytes":{s["live_bytes"]}}}'
-            for s in sites
-        )
-        if sites
-        else "",
+        ",".join([_encode_site(s) for s in sites]) if sites else "",
         heap["sites_truncated"],
+    )
+
+
+def _encode_site(s: dict[str, Any]) -> str:
+    """One entry of ``heap.sites``, with ``via`` only when the site has one."""
+    via = s.get("via")
+    return _SITE % (
+        _json_str(s["file"]),
+        s["line"],
+        _json_str(s["function"]),
+        "" if via is None else _VIA % _json_str(via),
+        s["delta_bytes"],
+        s["live_bytes"],
     )
 
 
