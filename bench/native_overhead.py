@@ -319,7 +319,7 @@ def bench(rounds: int, block_ms: float, clock: str) -> int:
 
 def callgrind(workload: int) -> int:
     """Instructions per call (valgrind callgrind): no profiler, the hook's fast path only (a
-    1 GiB mean gap: no sample in the run), sampling at the default 64 KiB, and the decorator
+    1 GiB mean gap: no sample in the run), sampling at the default 16 KiB, and the decorator
     without and with the sampler (both ``trace=False``: a tracemalloc-traced call, taken at
     random, would swamp the difference). Two runs of each with different call counts; their
     difference cancels start-up."""
@@ -370,7 +370,7 @@ def callgrind(workload: int) -> int:
         print(f"| {name} | {ir:,.0f} | {ir / base - 1:+.2%} | {extra} |")
     print()
     print(
-        "vs the row it extends: sampling at 64 KiB over the fast path alone; the decorator with "
+        "vs the row it extends: sampling at 16 KiB over the fast path alone; the decorator with "
         "the sampler over the decorator without it (instructions, and as a share of the "
         "handler's)."
     )
