@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "layer" / "python"))
 
-from lambda_memory_profiler import memory_profile  # noqa: E402
+from lambda_memory_profiler import _handoff, memory_profile  # noqa: E402
 
 MiB = 1 << 20
 PROTOCOL = ROOT / "docs" / "protocol.md"
@@ -68,6 +68,10 @@ class Intake:
 @pytest.fixture
 def intake():
     i = Intake()
+    # The decorator keeps one sender per port for the process's life, and says hello once per
+    # sender: a sender left from an earlier test whose intake had this same port number (the
+    # kernel hands freed ports out again) would send no hello to this one.
+    _handoff._senders.pop(i.port, None)
     yield i
     i.close()
 
