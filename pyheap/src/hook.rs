@@ -4,10 +4,10 @@
 //! Fast path, every allocation: subtract the size from a counter, then forward (a tail call).
 //! Fast path, every free: one load of the free filter's bits. Only when the counter crosses
 //! zero (a sample point, on average every `mean` bytes) or the filter says "maybe sampled"
-//! does the slow path run. The RAW domain is not wrapped: it is called without the GIL, where the stack cannot be
-//! read safely. The hook never changes a block's layout, so blocks allocated through it can be
-//! freed by the previous allocator and the reverse: installing and removing it is safe at any
-//! time.
+//! does the slow path run. The RAW domain is not wrapped: it is called without the GIL, where
+//! the stack cannot be read safely. The hook never changes a block's layout, so blocks
+//! allocated through it can be freed by the previous allocator and the reverse: installing and
+//! removing it is safe at any time.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};

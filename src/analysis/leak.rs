@@ -146,13 +146,7 @@ pub fn assess_series(
     config: &LeakConfig,
 ) -> SeriesAssessment {
     let points = levels.len();
-    let span = match (levels.first(), levels.last()) {
-        (Some(a), Some(b)) => b.0 - a.0 + 1.0,
-        _ => 0.0,
-    };
-    // Three quarters: a lost record or two must not leave the window unjudged.
-    let enough = points >= config.min_points.max(3) && span >= 0.75 * config.window as f64;
-    let Some(t) = trend(levels).filter(|_| enough) else {
+    let Some(t) = trend(levels).filter(|_| spans_window(levels, config)) else {
         return SeriesAssessment { points, ..NO_DATA };
     };
     // The growth per invocation: the trimmed mean of the slopes over a fifth of the window,
@@ -182,6 +176,16 @@ fn persists(levels: &[(f64, f64)], slope: f64, persistence: f64) -> bool {
         .chunks(third)
         .filter(|c| c.len() >= 2)
         .all(|chunk| theil_sen_slope(chunk).is_some_and(|s| s >= persistence * slope))
+}
+
+/// Enough samples to judge a window: at least `min_points` (3 at least), spanning three
+/// quarters of it (a lost record or two must not leave the window unjudged).
+fn spans_window(points: &[(f64, f64)], config: &LeakConfig) -> bool {
+    let span = match (points.first(), points.last()) {
+        (Some(a), Some(b)) => b.0 - a.0 + 1.0,
+        _ => 0.0,
+    };
+    points.len() >= config.min_points.max(3) && span >= 0.75 * config.window as f64
 }
 
 /// The byte series a history judges. One history never mixes two: the caller restarts it
@@ -431,13 +435,7 @@ impl LeakDetector {
     /// The sampler's estimate spans the window and shows no growth beyond its sampling noise.
     fn python_heap_flat(&self) -> bool {
         let points: Vec<(f64, f64)> = self.python_heap.iter().copied().collect();
-        let span = match (points.first(), points.last()) {
-            (Some(a), Some(b)) => b.0 - a.0 + 1.0,
-            _ => 0.0,
-        };
-        points.len() >= self.config.min_points.max(3)
-            && span >= 0.75 * self.config.window as f64
-            && drift_p_value(&points) > self.config.max_p_value
+        spans_window(&points, &self.config) && drift_p_value(&points) > self.config.max_p_value
     }
 
     /// The verdict after the last observation.
