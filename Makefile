@@ -41,17 +41,13 @@ lint: venv
 	$(VPY) -m ruff check $(PY_DIRS)
 	$(VPY) -m ruff format --check $(PY_DIRS)
 
-# tests/analysis_truth.rs runs twice: on the decorator's pure-Python path (the default,
-# LMP_NATIVE=false: the leak rules' ground truths), then with the native sampler on
-# (LMP_NATIVE=true, forwarded to the function by the test), with tests/leak_detection.rs (the
-# examples' leaky twins flagged, fixed twins not). Not in the second run (docs/native.md,
-# Limits: why the sampler is off by default): the small-object leaks, which the sampler's
-# estimate cannot see and which are found late with it on; and the bounded caches, whose
-# verdict while filling is raised and withdrawn twice in about 1 run in 20 with it on (never
-# standing once full).
+# tests/analysis_truth.rs and tests/leak_detection.rs (the examples' leaky twins flagged, fixed
+# twins not) run twice, whole: on the decorator's pure-Python path (LMP_NATIVE=false, forwarded
+# to the function by the test: the leak rules' ground truths), then with the native sampler on
+# (LMP_NATIVE=true, the default). The other end-to-end tests run the decorator's defaults.
 rust-test: venv localstack native
 	LMP_NATIVE=false LMP_TEST_PYTHON=$(abspath $(VPY)) LMP_LOCALSTACK=$(abspath scripts/localstack.sh) cargo test --workspace
-	LMP_NATIVE=true LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-memory-profiler --test analysis_truth --test leak_detection -- --skip small_object_leaks --skip not_a_leak
+	LMP_NATIVE=true LMP_TEST_PYTHON=$(abspath $(VPY)) cargo test -p lambda-memory-profiler --test analysis_truth --test leak_detection
 
 # Lambda Managed Instances (Python 3.13+) and SnapStart (3.12+) are newer runtimes than the
 # project venv's 3.11: their end-to-end tests (emulator and extension) run again on CPython 3.13

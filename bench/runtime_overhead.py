@@ -22,10 +22,10 @@ event handed to the runtime to its response: what Lambda bills, the runtime clie
 decorator's whole wrapper included), and `handler`, the decorated (or bare) call as timed by the
 function module around it (the wrapper included, the runtime client not).
 
-    python bench/runtime_overhead.py [--invocations 400] [--rounds 2] [--cold-runs 10] [--native]
+    python bench/runtime_overhead.py [--invocations 400] [--rounds 2] [--cold-runs 10] [--no-native]
 
-The decorated runs take the defaults (`LMP_NATIVE=false`, the sampler off); `--native` sets
-`LMP_NATIVE=true`.
+The decorated runs take the defaults (`LMP_NATIVE=true`, the sampler on); `--no-native` sets
+`LMP_NATIVE=false`.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="environments of interleaved runs")
     ap.add_argument("--cold-runs", type=int, default=10, help="fresh processes per variant")
     ap.add_argument("--records", type=int, default=20_000)
-    ap.add_argument("--native", action="store_true", help="LMP_NATIVE=true in decorated runs")
+    ap.add_argument("--no-native", action="store_true", help="LMP_NATIVE=false in decorated runs")
     ap.add_argument(
         "--emulator", type=Path, default=ROOT / "target" / "release" / "lambda-emulator"
     )
@@ -222,7 +222,7 @@ def main() -> int:
     if not args.emulator.exists():
         sys.exit(f"{args.emulator} missing: cargo build --release -p lambda-emulator")
     fn = prepare(args.records)
-    native = {"LMP_NATIVE": "true" if args.native else "false"}
+    native = {"LMP_NATIVE": "false" if args.no_native else "true"}
     print(
         f"Python {platform.python_version()} under awslambdaric, lambda-emulator, "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "

@@ -108,7 +108,7 @@ async fn run(
     ];
     vars.extend(env.iter().map(|(k, v)| (*k, (*v).to_string())));
     // `make rust-test` runs this file twice: with LMP_NATIVE=false (the decorator's pure-Python
-    // path), then its leak cases with the native sampler on; the function sees the choice.
+    // path), then with the native sampler on; the function sees the choice.
     if let Ok(native) = std::env::var("LMP_NATIVE") {
         vars.push(("LMP_NATIVE", native));
     }
@@ -511,9 +511,8 @@ async fn many_small_objects_leak_is_flagged() {
 
 /// A few small dicts kept per invocation (about 1.3, 2.5 and 5 KiB): resident memory rises at a
 /// minority of the invocations, the block count at every one. With the native sampler on these
-/// are too few bytes for its estimate to show within a window, and its silence counts as "no
-/// Python objects kept": they pass for fragmentation and are found late (docs/native.md,
-/// Limits), so `make rust-test` runs this test without the sampler only.
+/// are too few bytes for its estimate to show within a window (about one sample in ten
+/// invocations at 1.3 KiB): the leak rule must read the block count, not the estimate's silence.
 const SMALL_OBJECTS_LEAK: &str = r#"
 import os
 

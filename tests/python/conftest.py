@@ -145,7 +145,7 @@ def check_invocation(rec: dict[str, Any]) -> None:
         assert set(example["trace"]) <= set(trace)
         for k in trace:
             assert f"trace.{k}" in table, f"trace.{k} undocumented"
-        assert trace["reason"] in ("cold", "rate", "suspect", "always")
+        assert trace["reason"] in ("cold", "warmup", "rate", "suspect", "always")
         assert trace["mode"] in ("own", "shared")
         if trace["mode"] == "own":
             assert trace["growth_bytes"] is None, trace  # no net figure from own-mode tracing

@@ -81,7 +81,8 @@ def traced_by_copy(
         if native == "true":
             assert rec.get("heap") is not None, "the native sampler ran in the copy"
         pids.add((copy, rec["pid"]))
-        if rec.get("trace"):
+        # The warm-up trace is the third invocation of each process, not a draw: not counted.
+        if rec.get("trace") and rec["trace"]["reason"] != "warmup":
             assert rec["trace"]["reason"] == "rate", rec["trace"]
             traced[copy].add(i)
     assert len(pids) == 2, pids

@@ -234,7 +234,7 @@ def resolve(overrides: dict[str, object], env: Mapping[str, str] | None = None) 
         ("trace_budget_us", "LMP_TRACE_BUDGET_US", _parse_budget, DEFAULT_TRACE_BUDGET_US),
         ("frames", "LMP_TRACE_FRAMES", _parse_frames, DEFAULT_TRACE_FRAMES),
         ("trace_cold", "LMP_TRACE_COLD", _parse_bool, False),
-        ("native", "LMP_NATIVE", _parse_bool, False),
+        ("native", "LMP_NATIVE", _parse_bool, True),
         (
             "heap_sample_bytes",
             "LMP_HEAP_SAMPLE_BYTES",

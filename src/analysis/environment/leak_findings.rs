@@ -41,9 +41,7 @@ impl EnvironmentAnalysis {
         let transition = self.leak.observe(LeakObservation {
             bytes: level.map(|b| b as f64),
             heap_blocks: record.and_then(|d| d.heap_blocks).map(|b| b as f64),
-            python_heap: record
-                .and_then(|d| d.heap.as_ref())
-                .and_then(|h| Some((h.epoch.unwrap_or(0), h.live_bytes? as f64))),
+            traced: record.is_some_and(|d| d.trace.is_some()),
         });
         self.observe_sites(record);
 
