@@ -289,6 +289,20 @@ def work(i):
             _seen.popitem(last=False)
 "#;
 
+/// An `lru_cache` of small parsed records, three new keys per invocation: full after 100
+/// invocations, then every call evicts three entries as it adds three.
+const LRU_SMALL_RECORDS: &str = r#"
+import functools
+
+@functools.lru_cache(maxsize=300)
+def profile(key):
+    return {"key": key, "name": "user-%d" % key, "roles": ["reader", "writer"][: key % 3]}
+
+def work(i):
+    for k in range(3):
+        profile(i * 3 + k)
+"#;
+
 /// Runs a bounded cache that is full after `full_at` invocations for 300 invocations; with
 /// `growth_bound`, `HeapGrowthPerInvoke` must stay within it once the cache is full.
 async fn bounded_cache_is_not_a_leak(
@@ -371,6 +385,11 @@ async fn full_cache_of_variable_size_values_is_not_a_leak() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_deque_of_buffers_is_not_a_leak() {
     bounded_cache_is_not_a_leak("cache-deque", DEQUE_BUFFERS, 30, Some(2048.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_lru_cache_of_small_records_is_not_a_leak() {
+    bounded_cache_is_not_a_leak("cache-lru-small", LRU_SMALL_RECORDS, 100, Some(2048.0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,6 +569,42 @@ async fn small_object_leaks_are_flagged() {
         );
         assert!(run.of_kind("leak_withdrawn").is_empty(), "{tag}: withdrawn");
     }
+}
+
+/// The mutable-default-argument leak: a list created once, at the function's definition, keeps
+/// four small records per invocation (~1.5 KiB).
+const MUTABLE_DEFAULT_LEAK: &str = r#"
+def record(event_id, seen=[]):
+    seen.append({"id": event_id, "tags": ["a", "b"], "note": "event %d" % event_id})  # LEAK-SITE
+    return len(seen)
+
+def work(i):
+    for k in range(4):
+        record(i * 4 + k)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutable_default_argument_leak_is_flagged() {
+    let Some((run, _)) = run(
+        "leak-mutable-default",
+        MUTABLE_DEFAULT_LEAK,
+        &[],
+        &[],
+        63,
+        512,
+    )
+    .await
+    else {
+        return;
+    };
+    let lines = run.of_kind("leak_suspected");
+    let first = lines
+        .first()
+        .unwrap_or_else(|| panic!("not flagged: {:?}", run.leak_suspected));
+    let at = first["invocations"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("mutable default: flagged at {at}: {first}");
+    assert!(at <= 60, "flagged at {at}");
+    assert!(run.of_kind("leak_withdrawn").is_empty(), "withdrawn");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,13 +154,13 @@ def test_bad_cold_and_native_values_warn_once_and_use_defaults(capfd, lmp_env, v
     err = capfd.readouterr().err
     assert err.count(var) == 1, err
     for o in (a, b):
-        assert o.trace_cold is False and o.native is False
+        assert o.trace_cold is False and o.native is True
         assert (o.heap_sample_bytes, o.heap_frames) == (16384, 16)
 
 
 def test_cold_and_native_options_defaults_bounds_and_arguments(lmp_env):
     o = resolve({})
-    assert (o.trace_cold, o.native, o.heap_sample_bytes, o.heap_frames) == (False, False, 16384, 16)
+    assert (o.trace_cold, o.native, o.heap_sample_bytes, o.heap_frames) == (False, True, 16384, 16)
     lmp_env.setenv("LMP_TRACE_COLD", "yes")
     lmp_env.setenv("LMP_NATIVE", "off")
     lmp_env.setenv("LMP_HEAP_SAMPLE_BYTES", "256")
