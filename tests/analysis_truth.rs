@@ -542,6 +542,17 @@ def work(i):
     _kept.append([{"i": i, "k": k} for k in range(_N)])  # LEAK-SITE
 "#;
 
+/// The run's first `leak_suspected` line and the invocation it was logged at; panics when none.
+fn first_leak_line(run: &Run, tag: &str) -> (Value, u64) {
+    let first = run
+        .of_kind("leak_suspected")
+        .first()
+        .map(|l| (*l).clone())
+        .unwrap_or_else(|| panic!("{tag}: not flagged: {:?}", run.leak_suspected));
+    let at = first["invocations"].as_u64().unwrap_or(u64::MAX);
+    (first, at)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_object_leaks_are_flagged() {
     for dicts in ["6", "12", "24"] {
@@ -550,11 +561,7 @@ async fn small_object_leaks_are_flagged() {
         let Some((run, dir)) = run(&tag, SMALL_OBJECTS_LEAK, &[], &env, 63, 512).await else {
             return;
         };
-        let lines = run.of_kind("leak_suspected");
-        let first = lines
-            .first()
-            .unwrap_or_else(|| panic!("{tag}: not flagged: {:?}", run.leak_suspected));
-        let at = first["invocations"].as_u64().unwrap_or(u64::MAX);
+        let (first, at) = first_leak_line(&run, &tag);
         let slope = first["heap_growth_bytes_per_invoke"]
             .as_f64()
             .unwrap_or(0.0);
@@ -597,11 +604,7 @@ async fn mutable_default_argument_leak_is_flagged() {
     else {
         return;
     };
-    let lines = run.of_kind("leak_suspected");
-    let first = lines
-        .first()
-        .unwrap_or_else(|| panic!("not flagged: {:?}", run.leak_suspected));
-    let at = first["invocations"].as_u64().unwrap_or(u64::MAX);
+    let (first, at) = first_leak_line(&run, "leak-mutable-default");
     eprintln!("mutable default: flagged at {at}: {first}");
     assert!(at <= 60, "flagged at {at}");
     assert!(run.of_kind("leak_withdrawn").is_empty(), "withdrawn");
