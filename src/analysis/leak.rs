@@ -296,14 +296,55 @@ pub struct LeakDetector {
 struct TracedSteps {
     /// A traced invocation was seen: its step is taken out, later ones are not.
     traced_before: bool,
-    level_offset: f64,
-    last_level: Option<f64>,
+    level: StepRemover,
     /// Level changes still to take out (2 after a traced invocation).
     level_pending: u8,
-    blocks_offset: f64,
-    last_blocks: Option<f64>,
+    blocks: StepRemover,
     /// A trace happened at this invocation and no block count has been taken after it.
     blocks_pending: Option<f64>,
+}
+
+/// Untraced changes of one series per invocation kept to judge a traced change by.
+const STEP_BASELINE: usize = 8;
+
+/// One series' offset: a traced change counts only for what it exceeds the median change per
+/// invocation of the last few untraced ones, so that a leak keeps its growth over the traced
+/// invocations (taken out whole, a 12 KiB-per-invocation leak read 10% low on CPython 3.13).
+#[derive(Debug, Clone, Default)]
+struct StepRemover {
+    offset: f64,
+    last: Option<(f64, f64)>,
+    rates: VecDeque<f64>,
+}
+
+impl StepRemover {
+    /// `v` at invocation `x` with the steps taken out so far; `traced`: this change is one.
+    fn adjust(&mut self, x: f64, v: f64, traced: bool) -> f64 {
+        if let Some((lx, lv)) = self.last.filter(|(lx, _)| x > *lx) {
+            let rate = (v - lv) / (x - lx);
+            if traced {
+                self.offset += (rate - median(&self.rates)) * (x - lx);
+            } else {
+                if self.rates.len() == STEP_BASELINE {
+                    self.rates.pop_front();
+                }
+                self.rates.push_back(rate);
+            }
+        }
+        self.last = Some((x, v));
+        v - self.offset
+    }
+}
+
+/// The median of a few values (0 when there are none).
+fn median(values: &VecDeque<f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 impl TracedSteps {
@@ -315,26 +356,16 @@ impl TracedSteps {
             self.blocks_pending = Some(x);
         }
         let level = o.bytes.filter(|v| v.is_finite()).map(|v| {
-            if self.level_pending > 0 {
-                if let Some(last) = self.last_level {
-                    self.level_offset += v - last;
-                }
-                self.level_pending -= 1;
-            }
-            self.last_level = Some(v);
-            v - self.level_offset
+            let traced = self.level_pending > 0;
+            self.level_pending = self.level_pending.saturating_sub(1);
+            self.level.adjust(x, v, traced)
         });
         let blocks = o.heap_blocks.filter(|v| v.is_finite()).map(|v| {
-            if let Some(at) = self.blocks_pending {
-                if let Some(last) = self.last_blocks {
-                    self.blocks_offset += v - last;
-                }
-                if x > at {
-                    self.blocks_pending = None;
-                }
+            let traced = self.blocks_pending.is_some();
+            if self.blocks_pending.is_some_and(|at| x > at) {
+                self.blocks_pending = None;
             }
-            self.last_blocks = Some(v);
-            v - self.blocks_offset
+            self.blocks.adjust(x, v, traced)
         });
         (level, blocks)
     }
