@@ -32,23 +32,23 @@
 //! full free lists): the measurement's, not the function's, so it is taken out of them
 //! ([`LeakObservation::traced`]).
 //!
-//! With `LMP_LEAK_SIGNAL=heap` and records carrying the native sampler's figures, the series is
-//! its estimate of the Python heap's live bytes instead ([`Signal::PythonHeap`]): net, and not moved by fragmentation, so the
-//! fragmentation rule does not apply to it (a sampled leak rises at a minority of invocations by
-//! nature, and would be held back for ten windows). What moves it without growth is the sampling:
-//! the estimate changes by whole samples (about `sample_bytes` each for small objects) when a
-//! sampled block is born or freed, so a full cache turning over moves it like a random walk
-//! within the window — a trend to Mann–Kendall, and a rise in every third now and then. So on
-//! that series the window's rise must also stand out of the noise of its own increments
-//! ([`drift_p_value`]): at `p ≤ sampling_noise_p` to raise a verdict, at `p ≤ max_p_value` to keep
-//! it. A leak needs about a dozen samples in the window to be called, i.e. a growth of about
-//! `0.3 × sample_bytes` per invocation with a window of 40.
+//! With `LMP_LEAK_SIGNAL=heap` and records carrying the native sampler's figures, the series is its
+//! estimate of the Python heap's live bytes instead ([`Signal::PythonHeap`]): net, and not moved by
+//! fragmentation, so the fragmentation rule does not apply to it (a sampled leak rises at a
+//! minority of invocations by nature, and would be held back for ten windows). What moves it
+//! without growth is the sampling: the estimate changes by whole samples (about `sample_bytes` each
+//! for small objects) when a sampled block is born or freed, so a full cache turning over moves it
+//! like a random walk within the window — a trend to Mann–Kendall, and a rise in every third now
+//! and then. So on that series the window's rise must also stand out of the noise of its own
+//! increments ([`drift_p_value`]): at `p ≤ sampling_noise_p` to raise a verdict, at `p ≤
+//! max_p_value` to keep it. A leak needs about a dozen samples in the window to be called, i.e. a
+//! growth of about `0.3 × sample_bytes` per invocation with a window of 40.
 
 use std::collections::VecDeque;
 
 #[cfg(test)]
 use super::trend::indexed;
-use super::trend::{drift_p_value, lagged_slope, theil_sen_slope, trend};
+use super::trend::{drift_p_value, lagged_slope, median, theil_sen_slope, trend};
 
 /// Thresholds of the leak rule (`LMP_LEAK_*`).
 #[derive(Debug, Clone, PartialEq)]
@@ -323,7 +323,10 @@ impl StepRemover {
         if let Some((lx, lv)) = self.last.filter(|(lx, _)| x > *lx) {
             let rate = (v - lv) / (x - lx);
             if traced {
-                self.offset += (rate - median(&self.rates)) * (x - lx);
+                // A copy: the median sorts, and the baseline is kept oldest first.
+                let mut recent: Vec<f64> = self.rates.iter().copied().collect();
+                let usual = median(&mut recent).unwrap_or(0.0);
+                self.offset += (rate - usual) * (x - lx);
             } else {
                 if self.rates.len() == STEP_BASELINE {
                     self.rates.pop_front();
@@ -333,17 +336,6 @@ impl StepRemover {
         }
         self.last = Some((x, v));
         v - self.offset
-    }
-}
-
-/// The median of a few values (0 when there are none).
-fn median(values: &VecDeque<f64>) -> f64 {
-    let mut sorted: Vec<f64> = values.iter().copied().collect();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 

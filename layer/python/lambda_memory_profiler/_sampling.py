@@ -10,17 +10,17 @@ repaid before the next one). On average tracing costs at most the budget per inv
 function that ran long without tracing can still afford a trace as soon as growth shows.
 
 One more reason, ``warmup``, with the native sampler running (which turns suspect mode off): the
-third invocation is traced (within the budget: it is the first trace, taken on credit) when
-nothing was traced before it. A process's first trace leaves a one-off
-step behind — ``tracemalloc``'s tables freed into the C heap (about half a megabyte of resident
-memory that later allocations reuse), the interpreter's free lists filled with the snapshot's
-tuples, caches built on first use: ~600–1,100 live blocks. Taken at the third invocation, that
-step falls in the extension's leak warm-up (its first three invocations, which the leak rule
-ignores), the same for every process, instead of in a judged window at a random invocation, where
-it reads as growth. Without the sampler, suspect mode takes the first trace as soon as the
-warm-up's growth shows (within about ten invocations), on the same credit; a warm-up trace would
-spend that credit and leave the filling caches after it to show in resident memory (measured on
-the log aggregator's fixed twin: 3 false verdicts in 12 runs with it, none in 12 without).
+third invocation is traced (within the budget: it is the first trace, taken on credit) when nothing
+was traced before it. A process's first trace leaves a one-off step behind — ``tracemalloc``'s
+tables freed into the C heap (about half a megabyte of resident memory that later allocations
+reuse), the interpreter's free lists filled with the snapshot's tuples, caches built on first use:
+~600–1,100 live blocks. Taken at the third invocation, that step falls in the extension's leak
+warm-up (its first three invocations, which the leak rule ignores), the same for every process,
+instead of in a judged window at a random invocation, where it reads as growth. Without the sampler,
+suspect mode takes the first trace as soon as the warm-up's growth shows (within about ten
+invocations), on the same credit; a warm-up trace would spend that credit and leave the filling
+caches after it to show in resident memory (measured on the log aggregator's fixed twin: 3 false
+verdicts in 12 runs with it, none in 12 without).
 
 The cold start (the process's first invocation) takes the cheap path like any other and is never
 traced for those reasons: the budget has earned one invocation's credit, which covers no trace,
