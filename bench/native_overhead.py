@@ -79,6 +79,16 @@ TARGET_CONFIGS = {
     "@memory_profile(trace=False, native=False)": ("untraced", 0),
     "@memory_profile(trace=False), native sampler": ("untraced", 1),
 }
+# --decompose: what the sampler's cost in time is made of (no decorator): the hook's fast path
+# alone, sampling at the default gap, the same with one frame per sample, a larger gap.
+DECOMPOSE_CONFIGS = {
+    "no profiler": ("none", 0),
+    "no profiler, again (A/A)": ("none", 0),
+    "native hook, fast path only (1 GiB gap)": ("native", 1 << 30),
+    "native sampler, 16 KiB (default)": ("native", 16384),
+    "native sampler, 16 KiB, 1 frame per sample": ("native-1-frame", 16384),
+    "native sampler, 64 KiB": ("native", 65536),
+}
 BASE = "no profiler"
 PY_DECO = "@memory_profile(native=False)"
 NATIVE_DECO = "@memory_profile defaults (native sampler)"
@@ -159,10 +169,11 @@ def setup(kind: str, arg: int) -> tuple[list, Any]:
     intake socket."""
     calls = [fn for fn, _ in WORKLOADS.values()]
     intake = None
-    if kind == "native":
+    if kind in ("native", "native-1-frame"):
         from lambda_memory_profiler import _native
 
-        assert _native.start(arg, 16, 1), "the native sampler did not start"
+        frames = 1 if kind == "native-1-frame" else 16
+        assert _native.start(arg, frames, 1), "the native sampler did not start"
     elif kind == "tracemalloc":
         tracemalloc.start(arg)
     elif kind in ("decorator", "untraced"):  # untraced: trace=False (--callgrind)
@@ -248,10 +259,11 @@ def median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float]
     return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
-def bench(rounds: int, block_ms: float, clock: str, target: bool, only: list[int]) -> int:
+def bench(rounds: int, block_ms: float, clock: str, configs: dict, only: list[int]) -> int:
     load0 = os.getloadavg()[0]
-    configs = TARGET_CONFIGS if target else CONFIGS
-    py_deco, native_deco = list(configs)[-2:]
+    decorated = [n for n, (kind, _) in configs.items() if kind in ("decorator", "untraced")]
+    # The sampler's share of the decorator: the last two decorator rows, without and with it.
+    py_deco, native_deco = decorated[-2:] if len(decorated) >= 2 else (None, None)
     workers = {name: Worker(kind, arg, clock) for name, (kind, arg) in configs.items()}
     how = (
         f"one worker process per configuration (PYTHONHASHSEED=0, "
@@ -274,8 +286,10 @@ def bench(rounds: int, block_ms: float, clock: str, target: bool, only: list[int
                 order.shuffle(names)
                 for name in names:
                     times[name][i].append(workers[name].ask(op="run", w=i))
-        reads = {i: workers[native_deco].ask(op="read", w=i, n=200) for i in timed}
-        traced = {name: workers[name].ask(op="traced") for name in (py_deco, native_deco)}
+        reads, traced = {}, {}
+        if native_deco is not None:
+            reads = {i: workers[native_deco].ask(op="read", w=i, n=200) for i in timed}
+            traced = {name: workers[name].ask(op="traced") for name in (py_deco, native_deco)}
     finally:
         for w in workers.values():
             w.close()
@@ -319,6 +333,8 @@ def bench(rounds: int, block_ms: float, clock: str, target: bool, only: list[int
                 f"| {name} | {calls[name][i]} | {statistics.median(t):.2f} | {min(t):.2f} "
                 f"| {' | '.join(cells)} |"
             )
+        if native_deco is None:
+            continue
         # The native sampler's share of the decorator: with it minus without it, per round.
         diff = [a - b for a, b in zip(times[native_deco][i], times[py_deco][i])]
         summary[i] = (
@@ -331,6 +347,8 @@ def bench(rounds: int, block_ms: float, clock: str, target: bool, only: list[int
         "(median over the rounds), in µs and relative to it; 95% interval: of that median "
         "share (bootstrap over the rounds)."
     )
+    if native_deco is None:
+        return 0
     print()
     print(
         "| workload | with the sampler minus without, µs/call | of the no-profiler time "
@@ -358,7 +376,8 @@ def callgrind(workload: int) -> int:
     1 GiB mean gap: no sample in the run), sampling at the default 16 KiB, and the decorator
     without and with the sampler (both ``trace=False``: a tracemalloc-traced call, taken at
     random, would swamp the difference). Two runs of each with different call counts; their
-    difference cancels start-up."""
+    difference cancels start-up. With callgrind's cache model on, the L1 data read misses per
+    call too: what the instruction count leaves out."""
     n1, n2 = 20, 120
     label = list(WORKLOADS)[workload]
     configs = {
@@ -368,7 +387,8 @@ def callgrind(workload: int) -> int:
         "@memory_profile(trace=False, native=False)": ("untraced", 0),
         "@memory_profile(trace=False), native sampler": ("untraced", 1),
     }
-    per_call = {}
+    per_call: dict[str, float] = {}
+    misses: dict[str, float] = {}
     for name, (kind, arg) in configs.items():
         counts = []
         for n in (n1, n2):
@@ -377,6 +397,7 @@ def callgrind(workload: int) -> int:
                     "valgrind",
                     "--tool=callgrind",
                     "--callgrind-out-file=/dev/null",
+                    "--cache-sim=yes",
                     sys.executable,
                     __file__,
                     "--count",
@@ -389,21 +410,27 @@ def callgrind(workload: int) -> int:
                 text=True,
                 env=worker_env(),
             )
-            found = re.search(r"Collected : (\d+)", proc.stderr)
-            if proc.returncode != 0 or not found:
+            events = re.search(r"Events +: ([\w ]+)", proc.stderr)
+            found = re.search(r"Collected : ([\d ]+)", proc.stderr)
+            if proc.returncode != 0 or not found or not events:
                 raise SystemExit(f"valgrind failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-            counts.append(int(found.group(1)))
-        per_call[name] = (counts[1] - counts[0]) / (n2 - n1)
+            got = dict(zip(events.group(1).split(), map(int, found.group(1).split())))
+            counts.append((got["Ir"], got["D1mr"]))
+        per_call[name] = (counts[1][0] - counts[0][0]) / (n2 - n1)
+        misses[name] = (counts[1][1] - counts[0][1]) / (n2 - n1)
     base, fast, _, py_deco, _ = per_call.values()
     # Each row's reference for its last column: the row it adds one thing to.
     refs = [None, None, fast, None, py_deco]
     print(f"Python {platform.python_version()}, valgrind callgrind, {label}, PYTHONHASHSEED=0")
     print()
-    print("| configuration | instructions per call | vs no profiler | vs the row it extends |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| configuration | instructions per call | vs no profiler | vs the row it extends "
+        "| L1 read misses per call |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for ref, (name, ir) in zip(refs, per_call.items()):
         extra = "—" if ref is None else f"{ir - ref:+,.0f} ({(ir - ref) / base:+.2%})"
-        print(f"| {name} | {ir:,.0f} | {ir / base - 1:+.2%} | {extra} |")
+        print(f"| {name} | {ir:,.0f} | {ir / base - 1:+.2%} | {extra} | {misses[name]:,.0f} |")
     print()
     print(
         "vs the row it extends: sampling at 16 KiB over the fast path alone; the decorator with "
@@ -423,6 +450,9 @@ def main() -> int:
     ap.add_argument(
         "--target", action="store_true", help="only the rows of the cost target, untraced"
     )
+    ap.add_argument(
+        "--decompose", action="store_true", help="what the sampler's time is made of, no decorator"
+    )
     ap.add_argument("--only", default="", help="timed workloads, indexes: 0,1 (default all)")
     ap.add_argument("--worker", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)
     ap.add_argument("--count", nargs=4, help=argparse.SUPPRESS)
@@ -435,7 +465,8 @@ def main() -> int:
     if a.callgrind:
         return callgrind(a.workload)
     only = [int(x) for x in a.only.split(",") if x]
-    return bench(a.rounds, a.block_ms, a.clock, a.target, only)
+    configs = DECOMPOSE_CONFIGS if a.decompose else TARGET_CONFIGS if a.target else CONFIGS
+    return bench(a.rounds, a.block_ms, a.clock, configs, only)
 
 
 if __name__ == "__main__":
