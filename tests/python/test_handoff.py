@@ -25,6 +25,31 @@ def test_encoder_escapes_strings():
     assert json.loads(_handoff.encode(odd)) == odd
 
 
+def test_heap_sites_encode_alike_whether_their_names_were_seen_or_not():
+    # A site's names are encoded once and reused; its figures change at every record.
+    site = {"file": 'odd "dir"/é.py', "line": 7, "function": "f\\g", "delta_bytes": -5}
+    heap = {
+        "live_bytes": 1 << 40,
+        "peak_bytes": 2,
+        "allocated_bytes": 3,
+        "sample_bytes": 16384,
+        "samples": 4,
+        "dropped": 0,
+        "epoch": 1,
+        "sites": [dict(site, live_bytes=10), dict(site, via="lib\x01.py:3", live_bytes=0)],
+        "sites_truncated": 0,
+    }
+    first = json.loads(_handoff.encode_heap(heap))
+    assert first == heap
+    again = dict(heap, sites=[dict(s, delta_bytes=99) for s in heap["sites"]])
+    assert json.loads(_handoff.encode_heap(again)) == again
+    # Past the cap of names kept, they are dropped whole and encoded again.
+    for i in range(_handoff._MAX_SITE_HEADS + 1):
+        _handoff.encode_heap(dict(heap, sites=[dict(site, line=i, live_bytes=0)]))
+    assert len(_handoff._site_heads) <= _handoff._MAX_SITE_HEADS
+    assert json.loads(_handoff.encode_heap(heap)) == heap
+
+
 def _many_sites(n: int, name_len: int) -> str:
     """Source of a handler allocating from n distinct lines of a long-named file."""
     lines = ["def handler(event, context):", "    keep = []"]

@@ -52,8 +52,12 @@ _HEAP = (
     '{"live_bytes":%d,"peak_bytes":%d,"allocated_bytes":%d,"sample_bytes":%d,"samples":%d,'
     '"dropped":%d,"epoch":%d,"sites":[%s],"sites_truncated":%d}'
 )
-_SITE = '{"file":%s,"line":%d,"function":%s,%s"delta_bytes":%d,"live_bytes":%d}'
+_SITE_HEAD = '{"file":%s,"line":%d,"function":%s,%s'
+_SITE_TAIL = '"delta_bytes":%d,"live_bytes":%d}'
 _VIA = '"via":%s,'
+# Encoded names of the sites seen (file, line, function, via), dropped whole past the cap.
+_site_heads: dict[tuple[Any, ...], str] = {}
+_MAX_SITE_HEADS = 4096
 # Strings that are the same at every invocation, encoded once.
 _SCOPES = {"invocation": '"invocation"', "process": '"process"'}
 # (pid, runtime, their '"pid":..,"runtime":..,' part), replaced whole when either changes.
@@ -138,16 +142,21 @@ def encode_heap(heap: dict[str, Any]) -> str:
 
 
 def _encode_site(s: dict[str, Any]) -> str:
-    """One entry of ``heap.sites``, with ``via`` only when the site has one."""
-    via = s.get("via")
-    return _SITE % (
-        _json_str(s["file"]),
-        s["line"],
-        _json_str(s["function"]),
-        "" if via is None else _VIA % _json_str(via),
-        s["delta_bytes"],
-        s["live_bytes"],
-    )
+    """One entry of ``heap.sites``, with ``via`` only when the site has one. The site's names
+    are encoded once (a handler's sites are few and recur at every invocation)."""
+    key = (s["file"], s["line"], s["function"], s.get("via"))
+    head = _site_heads.get(key)
+    if head is None:
+        if len(_site_heads) >= _MAX_SITE_HEADS:
+            _site_heads.clear()
+        file, line, function, via = key
+        head = _site_heads[key] = _SITE_HEAD % (
+            _json_str(file),
+            line,
+            _json_str(function),
+            "" if via is None else _VIA % _json_str(via),
+        )
+    return head + _SITE_TAIL % (s["delta_bytes"], s["live_bytes"])
 
 
 def _encode_record(record: dict[str, Any], trace_json: str) -> bytes:

@@ -122,8 +122,9 @@ class NativeHeap:
         """The ``top`` sites of the stacks that changed, by net change, and how many more."""
         deltas: dict[Site, int] = {}
         site_live = self.site_live
+        known = self._sites
         for stack_id, delta, _live in changes:
-            s = self.site(stack_id)
+            s = known.get(stack_id) or self.site(stack_id)
             deltas[s] = deltas.get(s, 0) + delta
             site_live[s] = site_live.get(s, 0) + delta
         sites = []
@@ -131,7 +132,8 @@ class NativeHeap:
         # The sampler also sees this package's own blocks (its tables): never a site of the
         # function's.
         ranked = [d for d in deltas.items() if d[1] and not d[0][0].startswith(own)]
-        ranked.sort(key=_by_size)
+        if len(ranked) > 1:  # most reads name one site
+            ranked.sort(key=_by_size)
         for (file, line, function, via), delta in ranked[:top]:
             entry: dict[str, Any] = {
                 "file": file,
