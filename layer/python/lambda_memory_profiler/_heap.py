@@ -122,9 +122,8 @@ class NativeHeap:
         """The ``top`` sites of the stacks that changed, by net change, and how many more."""
         deltas: dict[Site, int] = {}
         site_live = self.site_live
-        known = self._sites
         for stack_id, delta, _live in changes:
-            s = known.get(stack_id) or self.site(stack_id)
+            s = self.site(stack_id)
             deltas[s] = deltas.get(s, 0) + delta
             site_live[s] = site_live.get(s, 0) + delta
         sites = []
