@@ -5,13 +5,16 @@
 //! each sampled block (`capture`, interned in `stacks`) and keeps it until the block is freed
 //! (`samples`). The weighted live samples are an unbiased estimate of the live heap, by
 //! allocation site, at any moment (`profiler`). `hook` is the allocator, `state` what it
-//! shares, `module` the Python functions the decorator calls.
+//! shares, `module` the Python functions the decorator calls; `record` (with `json`) encodes the
+//! decorator's every-invocation record, `probes` (with `memory`) reads its memory figures.
 //!
 //! The pure parts (`interval`, `samples`, `stacks`, `profiler`, `state`) have no Python in
 //! them and are unit-tested here; the FFI parts are tested through Python (tests/native).
 #![warn(missing_docs)]
 
 pub mod interval;
+pub mod json;
+pub mod memory;
 pub mod profiler;
 pub mod samples;
 pub mod stacks;
@@ -23,3 +26,7 @@ mod capture;
 mod hook;
 #[cfg(not(test))]
 mod module;
+#[cfg(not(test))]
+mod probes;
+#[cfg(not(test))]
+mod record;

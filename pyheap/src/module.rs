@@ -15,7 +15,9 @@ use pyo3_ffi::{PyMethodDef, PyMethodDefPointer, PyModuleDef, PyObject, Py_ssize_
 
 use crate::capture;
 use crate::hook;
+use crate::probes;
 use crate::profiler::Profiler;
+use crate::record;
 use crate::stacks::{Change, Frame, MAX_FRAMES};
 use crate::state::{
     self, FAILURES, FILTER, FRAMES, MODE, MODE_ACTIVE, MODE_FAILED, MODE_OFF, NEVER, REMAINING,
@@ -344,7 +346,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 9] = [
+static mut METHODS: [PyMethodDef; 12] = [
     method(c"start", start, c"start(mean_bytes, frames, seed) -> bool"),
     method(c"stop", stop, c"stop()"),
     method(c"reseed", reseed, c"reseed(seed)"),
@@ -361,6 +363,21 @@ static mut METHODS: [PyMethodDef; 9] = [
     ),
     method(c"hooked", hooked, c"hooked() -> (mem, obj)"),
     method(c"inject_failure", inject_failure, c"inject_failure()"),
+    method(
+        c"encode_invocation",
+        record::encode_invocation,
+        c"encode_invocation(version, *fields) -> bytes or None (then use the Python encoder)",
+    ),
+    method(
+        c"maxrss_kib",
+        probes::maxrss_kib,
+        c"maxrss_kib() -> int or None",
+    ),
+    method(
+        c"anon_bytes",
+        probes::anon_bytes,
+        c"anon_bytes(statm_fd, page_size) -> int or None",
+    ),
     PyMethodDef::zeroed(),
 ];
 

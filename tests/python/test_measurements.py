@@ -5,8 +5,12 @@ from __future__ import annotations
 import collections
 import functools
 import gc
+import os
+import subprocess
+import sys
 
-from conftest import MiB, check_invocation
+import pytest
+from conftest import ROOT, MiB, check_invocation
 from lambda_memory_profiler import _heap, memory_profile
 
 
@@ -282,3 +286,38 @@ def test_garbage_list_and_duration_are_reported(intake):
         assert 50 <= rec["duration_ms"] < 30_000
     finally:
         gc.garbage.clear()
+
+
+FORKED = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from lambda_memory_profiler import memory_profile
+
+@memory_profile(trace=False)
+def handler(event, context):
+    return None
+
+handler({}, None)  # the parent's probes are open
+pid = os.fork()
+if pid == 0:
+    kept = b"C" * (64 << 20)  # touched: the child's resident memory, not the parent's
+    handler({}, None)
+    os._exit(0)
+os.waitpid(pid, 0)
+handler({}, None)
+"""
+
+
+@pytest.mark.parametrize("native", ["false", "true"])
+def test_a_forked_child_reads_its_own_memory(intake, native):
+    # The probes' descriptors are opened as /proc/self/... and keep naming the process that
+    # opened them: a forked child opens its own, so it reports its memory, not its parent's.
+    env = dict(os.environ, LMP_INTAKE_PORT=str(intake.port), LMP_NATIVE=native)
+    layer = str(ROOT / "layer" / "python")
+    subprocess.run([sys.executable, "-c", FORKED, layer], check=True, env=env, timeout=60)
+    parent_before, child, parent_after = (intake.next() for _ in range(3))
+    assert child["pid"] != parent_before["pid"] == parent_after["pid"]
+    assert (child["heap"] is not None) == (native == "true")
+    assert child["anon_bytes"] >= parent_before["anon_bytes"] + 60 * MiB, (parent_before, child)
+    assert child["rss_peak_bytes"] >= 64 * MiB, child
+    assert parent_after["anon_bytes"] < child["anon_bytes"] - 40 * MiB, (child, parent_after)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
 import time
 from typing import Any, Callable, TypeVar, overload
@@ -41,6 +42,25 @@ class _Process:
 
 
 _PROCESS = _Process()
+
+
+def _forget_probes() -> None:
+    """In a forked child: the probes' descriptors were opened as ``/proc/self/...`` by the
+    parent and still name the parent's files (the child would read the parent's memory and
+    reset the parent's peak). They are closed; the child's next invocation opens its own."""
+    process = _PROCESS
+    for probe in (process.rss, process.anon):
+        if probe is not None:
+            try:
+                probe.close()
+            except Exception:
+                process.errors += 1
+    process.rss = None
+    process.anon = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_probes)
 
 
 def stats() -> dict[str, int]:
@@ -79,6 +99,10 @@ class _Profiler:
         # what the handler's module keeps from its import is in the estimate); None without it
         # or with native=False (a function can opt out even when another one started it).
         self.heap = _heap.process_heap(opts) if opts.native else None
+        # With the sampler, the record is encoded natively too (the same bytes, cheaper).
+        self.native_encode = (
+            getattr(self.heap.native, "encode_invocation", None) if self.heap else None
+        )
         if self.heap is not None:
             # The sampler names growing sites at every invocation: no suspect traces (they
             # would cost a traced invocation each, and the sampler's own first-invocation
@@ -115,8 +139,11 @@ def _begin(prof: _Profiler) -> _Invocation | None:
         process.cold = False
         process.invocations += 1
         if process.rss is None:
-            process.rss = _probes.PeakRss()  # first invocation: its creation resets the mark
-            process.anon = _probes.AnonMemory()
+            # First invocation: the PeakRss's creation resets the mark. With the sampler, both
+            # probes read through the native module (the same figures, cheaper).
+            native = _heap.running_module()
+            process.rss = _probes.PeakRss(native)
+            process.anon = _probes.AnonMemory(native)
         else:
             process.rss.reset()
         inv = _Invocation(cold, (_GC_COUNTS[0], _GC_COUNTS[1], _GC_COUNTS[2]))
@@ -210,6 +237,7 @@ def _finish(
         garbage,
         trace,
         heap,
+        prof.native_encode,
     )
 
 

@@ -169,6 +169,12 @@ def sampling() -> bool:
     return bool(_PROCESS_HEAP) and _PROCESS_HEAP[0] is not None
 
 
+def running_module() -> ModuleType | None:
+    """The native module when the process's sampler was started (for its cheaper probes)."""
+    heap = _PROCESS_HEAP[0] if _PROCESS_HEAP else None
+    return heap.native if heap is not None else None
+
+
 def process_heap(opts: Options) -> NativeHeap | None:
     """The process's sampler, started by the first decorated function (its options win)."""
     if _PROCESS_HEAP:

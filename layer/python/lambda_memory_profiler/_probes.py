@@ -6,6 +6,7 @@ import contextlib
 import gc
 import os
 import sys
+from types import ModuleType
 from typing import Any
 
 try:
@@ -35,18 +36,31 @@ def heap_blocks() -> int:
 class AnonMemory:
     """This process's resident anonymous memory (``/proc/self/statm``: resident − shared
     pages), about a microsecond per read on an open descriptor. The net, byte-valued signal of
-    growth: the extension's leak analysis judges its series, and suspect mode follows it."""
+    growth: the extension's leak analysis judges its series, and suspect mode follows it.
 
-    def __init__(self) -> None:
+    With the native module (``native``), the same read is one call into it, without the text
+    split in Python: the same figure for a fraction of the cost.
+    """
+
+    def __init__(self, native: ModuleType | None = None) -> None:
         self._fd = -1
         self._page = 4096
+        self._native_read = getattr(native, "anon_bytes", None)
         with contextlib.suppress(OSError, ValueError, AttributeError):
             self._page = os.sysconf("SC_PAGE_SIZE")
             self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
 
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -1
+
     def read(self) -> int | None:
         if self._fd < 0:
             return None
+        if self._native_read is not None:
+            return self._native_read(self._fd, self._page)
         try:
             fields = os.pread(self._fd, 128, 0).split()
             return (int(fields[1]) - int(fields[2])) * self._page
@@ -79,11 +93,14 @@ class PeakRss:
     Writing ``5`` to ``/proc/self/clear_refs`` resets the high-water mark to the current RSS,
     so the mark read at the end is this invocation's peak. ``ru_maxrss`` is the cheapest read
     (no file parsing); it also includes the peak of the memory image replaced by ``exec``, so
-    when that floor is above the current mark the status file is read instead.
+    when that floor is above the current mark the status file is read instead. With the native
+    module (``native``), ``ru_maxrss`` is read by one call into it, without the 16-field result
+    Python builds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, native: ModuleType | None = None) -> None:
         self.scope = "process"
+        self._native_maxrss = getattr(native, "maxrss_kib", None)
         self._clear_fd = -1
         self._status_fd = -1
         self._floor_kib = 0
@@ -113,8 +130,16 @@ class PeakRss:
                 os.close(self._clear_fd)
         self._clear_fd = -1
 
-    @staticmethod
-    def _maxrss_kib() -> int | None:
+    def close(self) -> None:
+        self._close_clear()
+        if self._status_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._status_fd)
+        self._status_fd = -1
+
+    def _maxrss_kib(self) -> int | None:
+        if self._native_maxrss is not None:
+            return self._native_maxrss()
         if resource is None:
             return None
         try:
