@@ -258,3 +258,53 @@ def test_rss_flat_over_100k_invocations_with_the_sampler():
     # Measured: 0 to 8 KiB on 3.9-3.13, two runs each (the control 0); through a harness that
     # parses and prints every record instead, 60 to 328 KiB: the harness's own.
     assert sampled - control < 64 * 1024, (sampled, control)
+
+
+def test_sites_of_changed_stacks_are_summed_ranked_and_cut_to_top():
+    # The per-read site table, on a stand-in for the native module: stacks sharing a site are
+    # summed, the package's own site and net-zero sites are left out, the largest change of
+    # either sign comes first, the cut is counted, and an epoch change restarts live bytes.
+    from lambda_memory_profiler import _heap, _sites
+
+    def code_at(path: str) -> object:
+        return compile("pass", path, "exec")
+
+    user_a, user_b = code_at("/var/task/a.py"), code_at("/var/task/b.py")
+    own = code_at(os.path.join(_sites.PACKAGE_DIR, "_heap.py"))
+    frames = {2: ((user_a, 10),), 3: ((user_a, 10),), 4: ((user_b, 20),), 5: ((own, 1),)}
+
+    class Native:
+        epoch = 0
+
+        def frames(self, stack_id):
+            return frames[stack_id]
+
+        def stats(self):
+            return (1, 0, 0, 0, 0, 0, 0, 0, self.epoch, 16384, 0, 0)
+
+        def changes(self):
+            return self.next
+
+    heap = _heap.NativeHeap.__new__(_heap.NativeHeap)
+    heap.native, heap.running, heap.last_allocated, heap.last_epoch = Native(), True, 0, 0
+    heap._by_stack, heap._by_site = {}, {}
+
+    def read(changes, top=5):
+        heap.native.next = changes
+        return [(s["file"], s["delta_bytes"], s["live_bytes"]) for s in heap.read(top)["sites"]]
+
+    assert read([(2, 100, 100), (3, 50, 50), (4, -300, 0), (5, 999, 999)]) == [
+        ("/var/task/b.py", -300, 0),
+        ("/var/task/a.py", 150, 150),
+    ]
+    heap.native.next = [(2, 10, 0), (4, 5, 0)]
+    cut = heap.read(1)
+    assert [s["delta_bytes"] for s in cut["sites"]] == [10] and cut["sites_truncated"] == 1
+    # One change (the fast path) and several give the same entries.
+    assert read([(3, -40, 0)]) == [("/var/task/a.py", -40, 120)]  # 150 + 10 - 40
+    assert read([(3, 0, 0)]) == [] and read([(5, 7, 0)]) == []
+    heap.native.next = [(3, 1, 0)]
+    one_cut = heap.read(0)
+    assert one_cut["sites"] == [] and one_cut["sites_truncated"] == 1
+    heap.native.epoch = 1
+    assert read([(2, 8, 0)]) == [("/var/task/a.py", 8, 8)]  # live restarted from zero

@@ -30,7 +30,7 @@ _OVERFLOW_SITE = ("<stacks dropped>", 0, "", None)
 Site = tuple[str, int, str, Optional[str]]  # file, line, function, via ("file:line" or None)
 
 
-def _by_size(item: tuple[Site, int]) -> int:
+def _by_size(item: tuple[Any, int]) -> int:
     """Sort key of a (site, net change): the largest change first, either sign."""
     return -abs(item[1])
 
@@ -48,6 +48,21 @@ def load(opts: Options) -> ModuleType | None:
     return _native
 
 
+class _SiteState:
+    """One site of the sampler's stacks (several stacks can share it): its names, whether it
+    is this package's own, and its running live bytes. Keyed by identity in the per-read
+    tables, which hashes faster than the names' tuple (a read runs cold, after the handler)."""
+
+    __slots__ = ("file", "function", "line", "live", "own", "via")
+
+    def __init__(self, site: Site) -> None:
+        self.file, self.line, self.function, self.via = site
+        # The sampler also sees this package's own blocks (its tables): never a site of the
+        # function's.
+        self.own = self.file.startswith(_sites.PACKAGE_DIR)
+        self.live = 0
+
+
 class NativeHeap:
     """The process's sampler and what the decorator remembers between reads."""
 
@@ -58,8 +73,8 @@ class NativeHeap:
         )
         self.last_allocated = native.stats()[_ALLOCATED] if self.running else 0
         self.last_epoch = 0
-        self._sites: dict[int, Site] = {}
-        self.site_live: dict[Site, int] = {}
+        self._by_stack: dict[int, _SiteState] = {}
+        self._by_site: dict[Site, _SiteState] = {}
 
     def reseed(self) -> None:
         """A new sampling sequence (a process restored from a snapshot)."""
@@ -67,24 +82,33 @@ class NativeHeap:
             self.native.reseed(int.from_bytes(os.urandom(8), "little"))
 
     def site(self, stack_id: int) -> Site:
-        """The site of an interned stack (computed once per stack)."""
-        found = self._sites.get(stack_id)
+        """The site of an interned stack."""
+        s = self._state_of(stack_id)
+        return (s.file, s.line, s.function, s.via)
+
+    def _state_of(self, stack_id: int) -> _SiteState:
+        """The site of an interned stack (named once per stack)."""
+        found = self._by_stack.get(stack_id)
         if found is not None:
             return found
         if stack_id == 0:
-            return _UNKNOWN_SITE
-        if stack_id == 1:
-            return _OVERFLOW_SITE
-        raw = self.native.frames(stack_id)
-        frames = tuple((code.co_filename, line) for code, line in raw)
-        (where, via) = _sites.site_of(frames)
-        code = next((c for c, line in raw if (c.co_filename, line) == where), None)
-        name = ""
-        if code is not None:
-            name = getattr(code, "co_qualname", None) or code.co_name
-        site: Site = (where[0], where[1], name, f"{via[0]}:{via[1]}" if via else None)
-        self._sites[stack_id] = site
-        return site
+            site = _UNKNOWN_SITE
+        elif stack_id == 1:
+            site = _OVERFLOW_SITE
+        else:
+            raw = self.native.frames(stack_id)
+            frames = tuple((code.co_filename, line) for code, line in raw)
+            (where, via) = _sites.site_of(frames)
+            code = next((c for c, line in raw if (c.co_filename, line) == where), None)
+            name = ""
+            if code is not None:
+                name = getattr(code, "co_qualname", None) or code.co_name
+            site = (where[0], where[1], name, f"{via[0]}:{via[1]}" if via else None)
+        state = self._by_site.get(site)
+        if state is None:
+            state = self._by_site[site] = _SiteState(site)
+        self._by_stack[stack_id] = state
+        return state
 
     def read(self, top: int) -> dict[str, Any] | None:
         """The ``heap`` object of this invocation's record; None when the sampler is off."""
@@ -98,7 +122,8 @@ class NativeHeap:
         self.last_allocated = st[_ALLOCATED]
         if st[_EPOCH] != self.last_epoch:
             self.last_epoch = st[_EPOCH]
-            self.site_live.clear()  # the samples were dropped: live bytes restart from zero
+            for state in self._by_site.values():
+                state.live = 0  # the samples were dropped: live bytes restart from zero
         changes = self.native.changes()
         sites: list[dict[str, Any]] = []
         truncated = 0
@@ -120,31 +145,40 @@ class NativeHeap:
         self, changes: list[tuple[int, int, int]], top: int
     ) -> tuple[list[dict[str, Any]], int]:
         """The ``top`` sites of the stacks that changed, by net change, and how many more."""
-        deltas: dict[Site, int] = {}
-        site_live = self.site_live
+        by_stack = self._by_stack
+        if len(changes) == 1:  # most reads that change anything change one stack
+            stack_id, delta, _live = changes[0]
+            s = by_stack.get(stack_id) or self._state_of(stack_id)
+            s.live += delta
+            if s.own or not delta:
+                return [], 0
+            if top < 1:
+                return [], 1
+            return [_entry(s, delta)], 0
+        deltas: dict[_SiteState, int] = {}
         for stack_id, delta, _live in changes:
-            s = self.site(stack_id)
-            deltas[s] = deltas.get(s, 0) + delta
-            site_live[s] = site_live.get(s, 0) + delta
-        sites = []
-        own = _sites.PACKAGE_DIR
-        # The sampler also sees this package's own blocks (its tables): never a site of the
-        # function's.
-        ranked = [d for d in deltas.items() if d[1] and not d[0][0].startswith(own)]
+            s = by_stack.get(stack_id) or self._state_of(stack_id)
+            s.live += delta
+            if not s.own:
+                deltas[s] = deltas.get(s, 0) + delta
+        ranked = [d for d in deltas.items() if d[1]]
         if len(ranked) > 1:  # most reads name one site
             ranked.sort(key=_by_size)
-        for (file, line, function, via), delta in ranked[:top]:
-            entry: dict[str, Any] = {
-                "file": file,
-                "line": line,
-                "function": function,
-                "delta_bytes": delta,
-                "live_bytes": max(site_live.get((file, line, function, via), 0), 0),
-            }
-            if via is not None:
-                entry["via"] = via
-            sites.append(entry)
-        return sites, max(len(ranked) - top, 0)
+        return [_entry(s, delta) for s, delta in ranked[:top]], max(len(ranked) - top, 0)
+
+
+def _entry(s: _SiteState, delta: int) -> dict[str, Any]:
+    """One entry of the ``heap`` object's ``sites`` (docs/protocol.md)."""
+    entry: dict[str, Any] = {
+        "file": s.file,
+        "line": s.line,
+        "function": s.function,
+        "delta_bytes": delta,
+        "live_bytes": max(s.live, 0),
+    }
+    if s.via is not None:
+        entry["via"] = s.via
+    return entry
 
 
 _PROCESS_HEAP: list[NativeHeap | None] = []
