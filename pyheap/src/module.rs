@@ -44,7 +44,7 @@ fn guarded(f: impl FnOnce() -> *mut PyObject) -> *mut PyObject {
 ///
 /// # Safety
 /// The GIL is held.
-unsafe fn none() -> *mut PyObject {
+pub(crate) unsafe fn none() -> *mut PyObject {
     let n = ffi::Py_None();
     ffi::Py_INCREF(n);
     n

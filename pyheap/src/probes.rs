@@ -11,16 +11,7 @@ use pyo3_ffi as ffi;
 use pyo3_ffi::{PyObject, Py_ssize_t};
 
 use crate::memory::{anon_pages_of, peak_kib};
-
-/// A new reference to `None`.
-///
-/// # Safety
-/// The GIL is held.
-unsafe fn none() -> *mut PyObject {
-    let n = ffi::Py_None();
-    ffi::Py_INCREF(n);
-    n
-}
+use crate::module::none;
 
 /// An int, or `None` (never null: a failure to build the int is reported as no figure).
 ///

@@ -17,6 +17,7 @@ use pyo3_ffi as ffi;
 use pyo3_ffi::{PyObject, Py_ssize_t};
 
 use crate::json::{push_fixed, push_int, push_str};
+use crate::module::none;
 
 /// The fields after `version`, in `_handoff.encode_invocation`'s order.
 const FIELDS: usize = 17;
@@ -307,7 +308,5 @@ pub(crate) unsafe extern "C" fn encode_invocation(
     }
     // Left to the Python encoder: no error escapes.
     ffi::PyErr_Clear();
-    let n = ffi::Py_None();
-    ffi::Py_INCREF(n);
-    n
+    none()
 }

@@ -81,11 +81,6 @@ class NativeHeap:
         if self.running:
             self.native.reseed(int.from_bytes(os.urandom(8), "little"))
 
-    def site(self, stack_id: int) -> Site:
-        """The site of an interned stack."""
-        s = self._state_of(stack_id)
-        return (s.file, s.line, s.function, s.via)
-
     def _state_of(self, stack_id: int) -> _SiteState:
         """The site of an interned stack (named once per stack)."""
         found = self._by_stack.get(stack_id)
