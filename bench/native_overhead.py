@@ -84,6 +84,7 @@ TARGET_CONFIGS = {
 DECOMPOSE_CONFIGS = {
     "no profiler": ("none", 0),
     "no profiler, again (A/A)": ("none", 0),
+    "a hook that only forwards (the floor of any hook)": ("forward", 0),
     "native hook, fast path only (1 GiB gap)": ("native", 1 << 30),
     "native sampler, 16 KiB (default)": ("native", 16384),
     "native sampler, 16 KiB, 1 frame per sample": ("native-1-frame", 16384),
@@ -169,6 +170,28 @@ class Runner:
         raise ValueError(op)
 
 
+def forward_hook() -> Any:
+    """bench/forward_hook.c built for the running interpreter (once, into the temporary
+    directory) and imported."""
+    import importlib.util
+    import sysconfig
+    import tempfile
+
+    src = os.path.join(HERE, "forward_hook.c")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    out = os.path.join(tempfile.gettempdir(), f"lmp-bench-forward-hook{suffix}")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+        include = sysconfig.get_paths()["include"]
+        cmd = ["gcc", "-O2", "-shared", "-fPIC", f"-I{include}", src, "-o", out + ".tmp"]
+        subprocess.run(cmd, check=True)
+        os.replace(out + ".tmp", out)
+    spec = importlib.util.spec_from_file_location("_forward_hook", out)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def setup(kind: str, arg: int) -> tuple[list, Any]:
     """This process's configuration for its whole life; the workload callables and the
     intake socket."""
@@ -179,6 +202,8 @@ def setup(kind: str, arg: int) -> tuple[list, Any]:
 
         frames = 1 if kind == "native-1-frame" else 16
         assert _native.start(arg, frames, 1), "the native sampler did not start"
+    elif kind == "forward":
+        forward_hook().install()
     elif kind == "tracemalloc":
         tracemalloc.start(arg)
     elif kind in ("decorator", "untraced"):  # untraced: trace=False (--callgrind)
@@ -377,7 +402,8 @@ def bench(rounds: int, block_ms: float, clock: str, configs: dict, only: list[in
 
 
 def callgrind(workload: int) -> int:
-    """Instructions per call (valgrind callgrind): no profiler, the hook's fast path only (a
+    """Instructions per call (valgrind callgrind): no profiler, a hook that only forwards
+    (bench/forward_hook.c: the floor of any PEP 445 hook), the hook's fast path only (a
     1 GiB mean gap: no sample in the run), sampling at the default 16 KiB, and the decorator
     without and with the sampler (both ``trace=False``: a tracemalloc-traced call, taken at
     random, would swamp the difference). Two runs of each with different call counts; their
@@ -387,6 +413,7 @@ def callgrind(workload: int) -> int:
     label = list(WORKLOADS)[workload]
     configs = {
         "no profiler": ("none", 0),
+        "a hook that only forwards (the floor of any hook)": ("forward", 0),
         "native hook, fast path only (1 GiB gap)": ("native", 1 << 30),
         "native sampler, 16 KiB (default)": ("native", 16384),
         "@memory_profile(trace=False, native=False)": ("untraced", 0),
@@ -423,9 +450,9 @@ def callgrind(workload: int) -> int:
             counts.append((got["Ir"], got["D1mr"]))
         per_call[name] = (counts[1][0] - counts[0][0]) / (n2 - n1)
         misses[name] = (counts[1][1] - counts[0][1]) / (n2 - n1)
-    base, fast, _, py_deco, _ = per_call.values()
+    base, forward, fast, _, py_deco, _ = per_call.values()
     # Each row's reference for its last column: the row it adds one thing to.
-    refs = [None, None, fast, None, py_deco]
+    refs = [None, None, forward, fast, None, py_deco]
     print(f"Python {platform.python_version()}, valgrind callgrind, {label}, PYTHONHASHSEED=0")
     print()
     print(
@@ -438,7 +465,8 @@ def callgrind(workload: int) -> int:
         print(f"| {name} | {ir:,.0f} | {ir / base - 1:+.2%} | {extra} | {misses[name]:,.0f} |")
     print()
     print(
-        "vs the row it extends: sampling at 16 KiB over the fast path alone; the decorator with "
+        "vs the row it extends: the fast path over a hook that only forwards; sampling at "
+        "16 KiB over the fast path alone; the decorator with "
         "the sampler over the decorator without it (instructions, and as a share of the "
         "handler's)."
     )
