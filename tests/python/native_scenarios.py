@@ -51,10 +51,30 @@ def _mixed(n: int) -> list:
     return out
 
 
+def _grown_by_realloc(n: int) -> list:
+    """Blocks that reach their size through many reallocs, in place and moved: bytearrays
+    grown 100 bytes at a time, strings concatenated in place, and one list grown by appends."""
+    arrays = [bytearray() for _ in range(n)]
+    for _ in range(200):
+        for b in arrays:
+            b += b"x" * 100
+    texts = []
+    for _ in range(n * 4):
+        t = ""
+        for _ in range(30):
+            t += "abcdefghij"
+        texts.append(t)
+    appended: list = []
+    for i in range(n * 200):
+        appended.append(i)
+    return [arrays, texts, appended]
+
+
 WORKLOADS = {
     "small": (_small_objects, 150_000),
     "large": (_large_objects, 20),
     "mixed": (_mixed, 60_000),
+    "realloc": (_grown_by_realloc, 1_000),
 }
 
 
@@ -75,15 +95,17 @@ def accuracy(kind: str, mean: str, seed: str) -> dict:
 
 
 @scenario
-def seeds(count: str, mean: str) -> dict:
-    """The same workload under `count` seeds: each run's estimate against tracemalloc's."""
+def seeds(count: str, mean: str, kind: str = "") -> dict:
+    """The same workload under `count` seeds: each run's estimate against tracemalloc's
+    (60,000 small objects, or the `kind` of WORKLOADS)."""
+    build, n = WORKLOADS[kind] if kind else (_small_objects, 60_000)
     errors = []
     for seed in range(int(count)):
         gc.collect()
         assert _native.start(int(mean), 1, seed)
         tracemalloc.start(1)
         t0, l0 = tracemalloc.get_traced_memory()[0], live()
-        held = _small_objects(60_000)
+        held = build(n)
         t1, l1 = tracemalloc.get_traced_memory()[0], live()
         tracemalloc.stop()
         _native.stop()
