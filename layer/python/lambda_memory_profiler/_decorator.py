@@ -199,6 +199,10 @@ def _finish(
     anon = _PROCESS.anon.read() if _PROCESS.anon is not None else None
     if blocks is None:
         blocks = sampler.heap_blocks()
+    if blocks is not None:
+        # Not the function's: the blocks of the sampler's site tables, which grow as the
+        # sampler meets new stacks (a block or two per invocation for hundreds of them).
+        blocks -= _heap.own_blocks()
     gc0 = inv.gc0
     gc1 = _GC_COUNTS
     try:

@@ -10,7 +10,9 @@ sampler failed, ``read`` returns None and the decorator's other figures carry on
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import sysconfig
 from types import ModuleType
 from typing import Any, Optional
@@ -28,6 +30,8 @@ _UNKNOWN_SITE = ("<unknown>", 0, "", None)
 _OVERFLOW_SITE = ("<stacks dropped>", 0, "", None)
 
 Site = tuple[str, int, str, Optional[str]]  # file, line, function, via ("file:line" or None)
+
+_blocks = sys.getallocatedblocks
 
 
 def _by_size(item: tuple[Any, int]) -> int:
@@ -63,6 +67,18 @@ class _SiteState:
         self.live = 0
 
 
+def _count_overhead() -> int:
+    """Blocks a count of blocks adds to the next one: the first count's own integer, alive
+    when the second is taken (1 on every interpreter this package supports)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return min(-_blocks() + _blocks() for _ in range(3))
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class NativeHeap:
     """The process's sampler and what the decorator remembers between reads."""
 
@@ -75,6 +91,10 @@ class NativeHeap:
         self.last_epoch = 0
         self._by_stack: dict[int, _SiteState] = {}
         self._by_site: dict[Site, _SiteState] = {}
+        # Blocks these tables hold (counted as they grow): the decorator takes them out of the
+        # record's heap block count, so its own bookkeeping is not read as the function's.
+        self.own_blocks = 0
+        self._count_overhead = _count_overhead()
 
     def reseed(self) -> None:
         """A new sampling sequence (a process restored from a snapshot)."""
@@ -136,14 +156,31 @@ class NativeHeap:
             "sites_truncated": truncated,
         }
 
+    def _name_new(self, changes: list[tuple[int, int, int]]) -> None:
+        """Names the stacks met for the first time and counts the blocks that leaves in the
+        tables (the collector held off meanwhile: a collection would free others' blocks)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            before = _blocks()
+            for stack_id, _delta, _live in changes:
+                if stack_id not in self._by_stack:
+                    self._state_of(stack_id)
+            self.own_blocks += _blocks() - before - self._count_overhead
+        finally:
+            if collecting:
+                gc.enable()
+
     def _sites_of(
         self, changes: list[tuple[int, int, int]], top: int
     ) -> tuple[list[dict[str, Any]], int]:
         """The ``top`` sites of the stacks that changed, by net change, and how many more."""
         by_stack = self._by_stack
+        if any(c[0] not in by_stack for c in changes):
+            self._name_new(changes)
         if len(changes) == 1:  # most reads that change anything change one stack
             stack_id, delta, _live = changes[0]
-            s = by_stack.get(stack_id) or self._state_of(stack_id)
+            s = by_stack[stack_id]
             s.live += delta
             if s.own or not delta:
                 return [], 0
@@ -152,7 +189,7 @@ class NativeHeap:
             return [_entry(s, delta)], 0
         deltas: dict[_SiteState, int] = {}
         for stack_id, delta, _live in changes:
-            s = by_stack.get(stack_id) or self._state_of(stack_id)
+            s = by_stack[stack_id]
             s.live += delta
             if not s.own:
                 deltas[s] = deltas.get(s, 0) + delta
@@ -196,6 +233,12 @@ def mean_gap(asked: int) -> int:
 def sampling() -> bool:
     """Whether the process's sampler was started (it then sees every function's blocks)."""
     return bool(_PROCESS_HEAP) and _PROCESS_HEAP[0] is not None
+
+
+def own_blocks() -> int:
+    """Blocks the process's sampler tables of this module hold (0 without the sampler)."""
+    heap = _PROCESS_HEAP[0] if _PROCESS_HEAP else None
+    return heap.own_blocks if heap is not None else 0
 
 
 def running_module() -> ModuleType | None:
