@@ -10,14 +10,15 @@ sampler failed, ``read`` returns None and the decorator's other figures carry on
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
-import sys
 import sysconfig
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Optional
 
-from . import _sites
+from . import _probes, _sites
 from ._config import Options
 
 # _native.stats() fields.
@@ -30,8 +31,6 @@ _UNKNOWN_SITE = ("<unknown>", 0, "", None)
 _OVERFLOW_SITE = ("<stacks dropped>", 0, "", None)
 
 Site = tuple[str, int, str, Optional[str]]  # file, line, function, via ("file:line" or None)
-
-_blocks = sys.getallocatedblocks
 
 
 def _by_size(item: tuple[Any, int]) -> int:
@@ -67,16 +66,24 @@ class _SiteState:
         self.live = 0
 
 
-def _count_overhead() -> int:
-    """Blocks a count of blocks adds to the next one: the first count's own integer, alive
-    when the second is taken (1 on every interpreter this package supports)."""
+@contextlib.contextmanager
+def _collector_held() -> Iterator[None]:
+    """The garbage collector off meanwhile (a collection would free others' blocks between
+    two block counts)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return min(-_blocks() + _blocks() for _ in range(3))
+        yield
     finally:
         if collecting:
             gc.enable()
+
+
+def _count_overhead() -> int:
+    """Blocks a count of blocks adds to the next one: the first count's own integer, alive
+    when the second is taken (1 on every interpreter this package supports)."""
+    with _collector_held():
+        return min(-_probes.heap_blocks() + _probes.heap_blocks() for _ in range(3))
 
 
 class NativeHeap:
@@ -102,10 +109,19 @@ class NativeHeap:
             self.native.reseed(int.from_bytes(os.urandom(8), "little"))
 
     def _state_of(self, stack_id: int) -> _SiteState:
-        """The site of an interned stack (named once per stack)."""
+        """The site of an interned stack (named once per stack); the blocks that naming
+        leaves in the tables are counted as the decorator's own."""
         found = self._by_stack.get(stack_id)
         if found is not None:
             return found
+        with _collector_held():
+            before = _probes.heap_blocks()
+            state = self._name(stack_id)
+            self.own_blocks += _probes.heap_blocks() - before - self._count_overhead
+        return state
+
+    def _name(self, stack_id: int) -> _SiteState:
+        """Names a stack met for the first time and enters it in the tables."""
         if stack_id == 0:
             site = _UNKNOWN_SITE
         elif stack_id == 1:
@@ -156,31 +172,14 @@ class NativeHeap:
             "sites_truncated": truncated,
         }
 
-    def _name_new(self, changes: list[tuple[int, int, int]]) -> None:
-        """Names the stacks met for the first time and counts the blocks that leaves in the
-        tables (the collector held off meanwhile: a collection would free others' blocks)."""
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            before = _blocks()
-            for stack_id, _delta, _live in changes:
-                if stack_id not in self._by_stack:
-                    self._state_of(stack_id)
-            self.own_blocks += _blocks() - before - self._count_overhead
-        finally:
-            if collecting:
-                gc.enable()
-
     def _sites_of(
         self, changes: list[tuple[int, int, int]], top: int
     ) -> tuple[list[dict[str, Any]], int]:
         """The ``top`` sites of the stacks that changed, by net change, and how many more."""
         by_stack = self._by_stack
-        if any(c[0] not in by_stack for c in changes):
-            self._name_new(changes)
         if len(changes) == 1:  # most reads that change anything change one stack
             stack_id, delta, _live = changes[0]
-            s = by_stack[stack_id]
+            s = by_stack.get(stack_id) or self._state_of(stack_id)
             s.live += delta
             if s.own or not delta:
                 return [], 0
@@ -189,7 +188,7 @@ class NativeHeap:
             return [_entry(s, delta)], 0
         deltas: dict[_SiteState, int] = {}
         for stack_id, delta, _live in changes:
-            s = by_stack[stack_id]
+            s = by_stack.get(stack_id) or self._state_of(stack_id)
             s.live += delta
             if not s.own:
                 deltas[s] = deltas.get(s, 0) + delta
